@@ -1,0 +1,541 @@
+"""Run configuration: INI files with the Julia reference's sections and keys.
+
+A configuration is built in layers (``load_config``):
+
+1. the schema defaults below, plus the per-dataset overrides in ``DATASET_DEFAULTS``;
+2. an INI file, of which only the keys present override;
+3. command-line overrides of the form ``SECTION.key=value`` (``--set``);
+4. cross-checks between keys (``Config.validate``).
+
+Values are typed (int, float, bool, str choice, tuple of ints, pair of floats). Keys keep
+their unicode names (``init_τ``, ``π_0``); ASCII aliases (``init_tau``, ``pi_0``) are
+accepted wherever a key is read, and resolved to the unicode name. Every problem raises
+:class:`ConfigError` with a message naming the bad thing and listing the valid options.
+
+``config_to_ini`` writes the canonical text stored in checkpoints and ``config_from_ini``
+reads it back exactly.
+"""
+from __future__ import annotations
+
+import configparser
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+
+class ConfigError(ValueError):
+    """A configuration problem: bad file, section, key, value or combination."""
+
+
+# ---------------------------------------------------------------------------------------
+# Schema
+# ---------------------------------------------------------------------------------------
+
+ChoiceSource = Union[tuple, Callable[[], Iterable[str]]]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key: its value kind, default and constraints.
+
+    kind is one of "int", "float", "bool", "choice", "int_list", "float_pair".
+    ``ge``/``gt``/``le`` bound numbers (and each item of a list or pair); ``choices`` is a
+    tuple or a function returning the valid names (looked up at validation time);
+    ``min_len`` is the least number of entries of an int list.
+    """
+
+    kind: str
+    default: Any
+    ge: Optional[float] = None
+    gt: Optional[float] = None
+    le: Optional[float] = None
+    choices: Optional[ChoiceSource] = None
+    min_len: int = 1
+
+
+def integer(default: int, ge: Optional[int] = None) -> Field:
+    """An int key."""
+    return Field("int", default, ge=ge)
+
+
+def real(default: float, ge: Optional[float] = None, gt: Optional[float] = None,
+         le: Optional[float] = None) -> Field:
+    """A finite float key."""
+    return Field("float", float(default), ge=ge, gt=gt, le=le)
+
+
+def flag(default: bool) -> Field:
+    """A bool key (true/false/1/0/yes/no)."""
+    return Field("bool", default)
+
+
+def choice(default: str, choices: ChoiceSource) -> Field:
+    """A string key restricted to a set of names."""
+    return Field("choice", default, choices=choices)
+
+
+def int_list(default: tuple, ge: Optional[int] = None, min_len: int = 1) -> Field:
+    """A comma-separated list of ints, stored as a tuple."""
+    return Field("int_list", tuple(default), ge=ge, min_len=min_len)
+
+
+def float_pair(default: tuple, gt: Optional[float] = None) -> Field:
+    """Two comma-separated floats ``lo, hi`` with lo < hi, stored as a tuple."""
+    return Field("float_pair", (float(default[0]), float(default[1])), gt=gt)
+
+
+ACTIVATIONS = ("silu", "gelu", "relu", "leakyrelu", "tanh", "sigmoid", "elu", "selu",
+               "celu", "hardswish", "swish", "none")
+
+
+def basis_names() -> list:
+    """Valid ``spline_function`` names: the keys of ``kaem.bases.BASES`` right now."""
+    from .bases import BASES  # lazy: bases registered later become valid automatically
+    return list(BASES)
+
+
+def _kan_fields() -> dict:
+    """Keys shared by the prior (EbmModel) and the generator (GeneratorModel)."""
+    return {
+        "spline_degree": integer(3, ge=1),
+        "base_activation": choice("silu", ACTIVATIONS),
+        "spline_function": choice("RBF", basis_names),
+        "grid_size": integer(20, ge=2),
+        "grid_update_ratio": real(0.05, ge=0, le=1),
+        "grid_range": float_pair((-1.2, 1.2)),
+        "ε_scale": real(0.1, ge=0),
+        "μ_scale": real(1.0, ge=0),
+        "σ_base": real(1.0, ge=0),
+        "σ_spline": real(1.0, ge=0),
+        "init_τ": real(1.0, gt=0),
+        "τ_trainable": flag(True),
+    }
+
+
+SCHEMA: dict = {
+    "EbmModel": {  # the prior
+        "layer_widths": int_list((20, 41), ge=1, min_len=2),  # (P, Q); more = deep prior
+        **_kan_fields(),
+        "π_0": choice("ebm", ("ebm", "uniform", "gaussian", "lognormal")),
+        "GaussQuad_nodes": integer(100, ge=2),
+        "quadrature_method": choice("gausslegendre", ("gausslegendre",)),
+        "mixture_model": flag(False),
+        "shared_uniform": flag(True),
+    },
+    "GeneratorModel": {
+        "widths": int_list((41, 82), ge=1),  # first = Q; the data dimension D is appended
+        **_kan_fields(),
+        "generator_variance": real(0.1, gt=0),
+        "generator_noise": real(0.1, ge=0),
+        "output_activation": choice("sigmoid", ("sigmoid", "tanh", "none")),
+        "resampler": choice("residual", ("residual", "systematic", "stratified")),
+    },
+    "GRID_UPDATING": {
+        "update_prior_grid": flag(True),
+        "update_llhood_grid": flag(True),
+        "num_grid_updating_samples": integer(100, ge=1),
+        "grid_update_frequency": integer(100, ge=1),
+        "grid_update_decay": real(0.999, gt=0, le=1),
+    },
+    "PRIOR_LANGEVIN": {
+        "step_size": real(0.16, gt=0),
+        "iters": integer(60, ge=1),
+    },
+    "POST_LANGEVIN": {
+        "use_langevin": flag(False),
+        "initial_step_size": real(0.01, gt=0),
+        "step_size_bounds": float_pair((0.0001, 10.0), gt=0),
+        "iters": integer(25, ge=1),
+        "N_unadjusted": integer(2, ge=0),
+        "autoMALA_η_changerate": real(2.0, gt=0),
+        "use_autoMALA": flag(False),
+    },
+    "THERMODYNAMIC_INTEGRATION": {
+        "num_temps": integer(1, ge=1),
+        "p_start": real(10.0, gt=0),
+        "p_end": real(1.0, gt=0),
+        "num_cycles": integer(0, ge=0),
+        "N_langevin_per_temp": integer(5, ge=1),
+        "replica_exchange_frequency": integer(1, ge=1),
+        "integration_rule": choice("left", ("left", "trapezoid")),
+    },
+    "TRAINING": {
+        "batch_size": integer(100, ge=1),
+        "importance_sample_size": integer(100, ge=1),
+        "N_train": integer(50000, ge=1),
+        "N_test": integer(1000, ge=1),
+        "N_epochs": integer(10, ge=1),
+        "contrastive_divergence_training": flag(True),
+        "resampling_threshold_factor": real(0.5, ge=0, le=1),
+        "eps": real(0.0001, gt=0),
+        "update_grid": flag(True),
+        "checkpoint_every": integer(1, ge=1),  # epochs
+        "eval_importance_samples": integer(1000, ge=1),
+        "dtype": choice("float32", ("float32", "float64")),
+    },
+    "OPTIMIZER": {
+        "type": choice("adam", ("adam",)),
+        "learning_rate": real(0.001, gt=0),
+    },
+}
+
+# Per-dataset overrides of the schema defaults, written exactly as in an INI file:
+# {"dataset": {"SECTION": {"key": "value"}}}. A new dataset or variant is one entry.
+DATASET_DEFAULTS: dict = {
+    "mnist": {},
+    "fmnist": {},
+}
+
+# ASCII spellings of the Greek letters used in key names.
+GREEK_TO_ASCII = {"ε": "eps", "μ": "mu", "σ": "sigma", "τ": "tau", "π": "pi",
+                  "λ": "lambda", "η": "eta"}
+
+OVERRIDE_FORM = "SECTION.key=value (e.g. EbmModel.grid_size=30)"
+
+
+def ascii_alias(key: str) -> str:
+    """The key with its Greek letters spelled out (``init_τ`` -> ``init_tau``)."""
+    for greek, latin in GREEK_TO_ASCII.items():
+        key = key.replace(greek, latin)
+    return key
+
+
+# ---------------------------------------------------------------------------------------
+# Name resolution
+# ---------------------------------------------------------------------------------------
+
+def _suggestion(name: str, valid: Sequence[str]) -> str:
+    """' (did you mean X?)' for a case-insensitive or close match, else ''."""
+    same_case = [v for v in valid if v.lower() == name.lower()]
+    close = same_case or difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def resolve_section(section: str) -> str:
+    """Check a section name (case-sensitive) and return it."""
+    if section in SCHEMA:
+        return section
+    valid = list(SCHEMA)
+    raise ConfigError(f"unknown section {section!r}{_suggestion(section, valid)}; "
+                      f"valid sections: {', '.join(valid)}")
+
+
+def resolve_key(section: str, key: str) -> str:
+    """Return the canonical (unicode) name of ``key`` in ``section``; accepts ASCII aliases."""
+    fields = SCHEMA[resolve_section(section)]
+    if key in fields:
+        return key
+    for canonical in fields:
+        if ascii_alias(canonical) == key:
+            return canonical
+    valid = list(fields)
+    raise ConfigError(f"unknown key {key!r} in section [{section}]"
+                      f"{_suggestion(key, valid + [ascii_alias(k) for k in valid])}; "
+                      f"valid keys: {', '.join(valid)} "
+                      f"(Greek letters may be written as {_alias_help()})")
+
+
+def _alias_help() -> str:
+    return ", ".join(f"{g}={a}" for g, a in GREEK_TO_ASCII.items())
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing and formatting of values
+# ---------------------------------------------------------------------------------------
+
+def _bounds_text(field: Field) -> str:
+    """Human description of numeric bounds, e.g. ' >= 0 and <= 1'."""
+    parts = []
+    if field.gt is not None:
+        parts.append(f"> {field.gt:g}")
+    if field.ge is not None:
+        parts.append(f">= {field.ge:g}")
+    if field.le is not None:
+        parts.append(f"<= {field.le:g}")
+    return (" " + " and ".join(parts)) if parts else ""
+
+
+def _in_bounds(x: float, field: Field) -> bool:
+    if field.gt is not None and not x > field.gt:
+        return False
+    if field.ge is not None and not x >= field.ge:
+        return False
+    if field.le is not None and not x <= field.le:
+        return False
+    return True
+
+
+def expected_text(field: Field) -> str:
+    """What a valid value of ``field`` looks like, for error messages."""
+    bounds = _bounds_text(field)
+    if field.kind == "int":
+        return f"an integer{bounds}"
+    if field.kind == "float":
+        return f"a finite float{bounds}"
+    if field.kind == "bool":
+        return "a bool (true/false/1/0/yes/no)"
+    if field.kind == "choice":
+        return f"one of: {', '.join(choices_of(field))}"
+    if field.kind == "int_list":
+        return (f"a comma-separated list of at least {field.min_len} integer(s)"
+                + (f", each{bounds}" if bounds else ""))
+    if field.kind == "float_pair":
+        return ("two comma-separated floats 'lo, hi' with lo < hi"
+                + (f", each{bounds}" if bounds else ""))
+    raise AssertionError(f"unknown field kind {field.kind!r}")
+
+
+def choices_of(field: Field) -> list:
+    """The valid names of a choice field (calling the lookup function if it is one)."""
+    source = field.choices
+    return list(source() if callable(source) else source)
+
+
+def _parse_int(raw: str) -> int:
+    return int(raw.strip())  # ValueError on anything but an integer literal
+
+
+def _parse_float(raw: str) -> float:
+    value = float(raw.strip())
+    if not math.isfinite(value):
+        raise ValueError("not finite")
+    return value
+
+
+def _parse_bool(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError("not a bool")
+
+
+def _split_items(raw: str) -> list:
+    items = [item.strip() for item in raw.split(",")]
+    if any(item == "" for item in items):
+        raise ValueError("empty item")
+    return items
+
+
+def parse_value(field: Field, raw: str) -> Any:
+    """Parse and check one raw string; raises ValueError with no message on failure."""
+    if field.kind == "int":
+        value = _parse_int(raw)
+        numbers = [value]
+    elif field.kind == "float":
+        value = _parse_float(raw)
+        numbers = [value]
+    elif field.kind == "bool":
+        return _parse_bool(raw)
+    elif field.kind == "choice":
+        return _parse_choice(field, raw)
+    elif field.kind == "int_list":
+        value = tuple(_parse_int(item) for item in _split_items(raw))
+        if len(value) < field.min_len:
+            raise ValueError("too short")
+        numbers = list(value)
+    elif field.kind == "float_pair":
+        value = tuple(_parse_float(item) for item in _split_items(raw))
+        if len(value) != 2 or not value[0] < value[1]:
+            raise ValueError("not an ordered pair")
+        numbers = list(value)
+    else:
+        raise AssertionError(f"unknown field kind {field.kind!r}")
+    if not all(_in_bounds(x, field) for x in numbers):
+        raise ValueError("out of range")
+    return value
+
+
+def _parse_choice(field: Field, raw: str) -> str:
+    """Exact match, else a unique case-insensitive match (returned in canonical case)."""
+    text = raw.strip()
+    valid = choices_of(field)
+    if text in valid:
+        return text
+    folded = [v for v in valid if v.lower() == text.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    raise ValueError("not a choice")
+
+
+def format_value(value: Any) -> str:
+    """Canonical INI text of a typed value (floats use repr, so they round-trip exactly)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return ", ".join(format_value(item) for item in value)
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------
+# The Config object
+# ---------------------------------------------------------------------------------------
+
+class Config:
+    """Typed configuration values, nested by section: ``cfg["EbmModel"]["grid_size"]``."""
+
+    def __init__(self, sections: dict) -> None:
+        self.sections: dict = sections
+
+    def __getitem__(self, section: str) -> dict:
+        return self.sections[resolve_section(section)]
+
+    def get(self, section: str, key: str) -> Any:
+        """One value; ``key`` may be an ASCII alias."""
+        return self.sections[resolve_section(section)][resolve_key(section, key)]
+
+    def set(self, section: str, key: str, raw: str) -> None:
+        """Parse and check one raw string value and store it (cross-checks not run)."""
+        section = resolve_section(section)
+        key = resolve_key(section, key)
+        field = SCHEMA[section][key]
+        try:
+            value = parse_value(field, raw)
+        except ValueError:
+            raise ConfigError(f"bad value {raw.strip()!r} for {section}.{key}: "
+                              f"expected {expected_text(field)}") from None
+        self.sections[section][key] = value
+
+    def copy(self) -> "Config":
+        """An independent copy (values themselves are immutable)."""
+        return Config({name: dict(values) for name, values in self.sections.items()})
+
+    def validate(self) -> "Config":
+        """Run the cross-checks between keys; returns self."""
+        check_config(self)
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self.sections == other.sections
+
+    def __repr__(self) -> str:
+        return f"Config({self.sections!r})"
+
+
+def check_config(cfg: Config) -> None:
+    """Cross-checks and features that are configurable but not built yet."""
+    prior_widths = cfg["EbmModel"]["layer_widths"]
+    gen_widths = cfg["GeneratorModel"]["widths"]
+    if len(prior_widths) > 2:
+        raise ConfigError(f"EbmModel.layer_widths = {format_value(prior_widths)}: more than "
+                          "2 entries means the deep prior, which is not built yet; "
+                          "use 2 entries (P, Q)")
+    if gen_widths[0] != prior_widths[-1]:
+        raise ConfigError(f"GeneratorModel.widths starts with {gen_widths[0]} but "
+                          f"EbmModel.layer_widths ends with Q = {prior_widths[-1]}; "
+                          "the first generator width must equal the latent size Q")
+    if cfg["EbmModel"]["mixture_model"]:
+        raise ConfigError("EbmModel.mixture_model = true: the mixture prior is not built "
+                          "yet; use false")
+
+
+# ---------------------------------------------------------------------------------------
+# Building configurations
+# ---------------------------------------------------------------------------------------
+
+def _schema_defaults() -> Config:
+    return Config({section: {key: field.default for key, field in fields.items()}
+                   for section, fields in SCHEMA.items()})
+
+
+def _apply_entries(cfg: Config, entries: dict, where: str) -> None:
+    """Set {section: {key: raw}} on cfg; errors are prefixed with ``where``."""
+    seen: dict = {}
+    for section, values in entries.items():
+        for key, raw in values.items():
+            try:
+                canonical = resolve_key(section, key)
+                if (section, canonical) in seen:
+                    raise ConfigError(f"{section}.{canonical} is given twice (as "
+                                      f"{seen[section, canonical]!r} and {key!r})")
+                seen[section, canonical] = key
+                cfg.set(section, canonical, raw)
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
+
+
+def default_config(dataset: str) -> Config:
+    """Schema defaults with the overrides of ``dataset`` (a key of DATASET_DEFAULTS)."""
+    if dataset not in DATASET_DEFAULTS:
+        raise ConfigError(f"unknown dataset {dataset!r}; valid datasets: "
+                          f"{', '.join(DATASET_DEFAULTS)}")
+    cfg = _schema_defaults()
+    _apply_entries(cfg, DATASET_DEFAULTS[dataset], f"defaults of dataset {dataset!r}")
+    return cfg
+
+
+def _new_parser() -> configparser.ConfigParser:
+    # No DEFAULT section (a [DEFAULT] in a file is then just an unknown section) and no
+    # '%' interpolation; keys keep case and unicode.
+    parser = configparser.ConfigParser(interpolation=None, default_section="\x00",
+                                       inline_comment_prefixes=("#", ";"))
+    parser.optionxform = str  # type: ignore[assignment]
+    return parser
+
+
+def _read_ini(text: str, where: str) -> dict:
+    """INI text -> {section: {key: raw}}; syntax errors name ``where``."""
+    parser = _new_parser()
+    try:
+        parser.read_string(text, source=where)
+    except configparser.Error as err:
+        raise ConfigError(f"{where}: cannot parse INI: {err}") from None
+    return {section: dict(parser[section]) for section in parser.sections()}
+
+
+def parse_override(text: str) -> tuple:
+    """'SECTION.key=value' -> (section, key, value)."""
+    target, eq, value = text.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not eq or not dot or not section or not key.strip():
+        raise ConfigError(f"malformed override {text!r}: expected the form {OVERRIDE_FORM}")
+    return section.strip(), key.strip(), value
+
+
+def load_config(dataset: str, path: Optional[str] = None,
+                overrides: Sequence[str] = ()) -> Config:
+    """Defaults for ``dataset``, then the INI file at ``path`` (only keys present
+    override), then each override ``SECTION.key=value``; then the cross-checks."""
+    cfg = default_config(dataset)
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) else str(err)
+            raise ConfigError(f"cannot read config file {path!r}: {reason}") from None
+        _apply_entries(cfg, _read_ini(text, path), f"config file {path!r}")
+    for text in overrides:
+        section, key, value = parse_override(text)
+        try:
+            cfg.set(section, key, value)
+        except ConfigError as err:
+            raise ConfigError(f"override {text!r}: {err}") from None
+    return cfg.validate()
+
+
+def config_to_ini(cfg: Config) -> str:
+    """Canonical INI text: every section and key in schema order, one ``key = value``."""
+    blocks = []
+    for section, fields in SCHEMA.items():
+        lines = [f"[{section}]"]
+        lines += [f"{key} = {format_value(cfg[section][key])}" for key in fields]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def config_from_ini(text: str) -> Config:
+    """Read ``config_to_ini`` text back. Every key must be present (no defaults are
+    filled in, so a stored config means exactly what it says)."""
+    entries = _read_ini(text, "stored config")
+    cfg = _schema_defaults()
+    _apply_entries(cfg, entries, "stored config")
+    missing = [f"{section}.{key}" for section, fields in SCHEMA.items() for key in fields
+               if key not in {resolve_key(section, k) for k in entries.get(section, {})}]
+    if missing:
+        raise ConfigError(f"stored config is missing keys: {', '.join(missing)}")
+    return cfg.validate()

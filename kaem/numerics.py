@@ -1,0 +1,74 @@
+"""Small numerically careful helpers shared by the prior, the samplers and the estimators."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .backend import array_module
+
+
+def logsumexp(a: Any, axis: int = -1) -> Any:
+    """log Σ exp(a) along ``axis`` without overflow (-inf rows stay -inf)."""
+    xp = array_module(a)
+    m = a.max(axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)
+    return xp.log(xp.exp(a - m).sum(axis=axis)) + m.squeeze(axis)
+
+
+def softmax(a: Any, axis: int = -1) -> Any:
+    """exp(a) / Σ exp(a) along ``axis``."""
+    xp = array_module(a)
+    e = xp.exp(a - a.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def rowwise_searchsorted(cdf: Any, u: Any, side: str = "right") -> Any:
+    """For each row r, indices j with cdf[r, j-1] <= u[r, n] < cdf[r, j] (``side='right'``).
+
+    cdf: (R, M) non-decreasing rows with values in [0, 1]; u: (R, n) in [0, 1].
+    One flat ``searchsorted`` instead of a loop over rows: row r is shifted by 2r so the
+    rows do not overlap. Done in float64 so the shift costs no resolution.
+    """
+    xp = array_module(cdf)
+    R, M = cdf.shape
+    shift = 2.0 * xp.arange(R, dtype=xp.float64)[:, None]
+    flat = (cdf.astype(xp.float64) + shift).ravel()
+    idx = xp.searchsorted(flat, (u.astype(xp.float64) + shift).ravel(), side=side)
+    return idx.reshape(u.shape) - M * xp.arange(R)[:, None]
+
+
+def rowwise_interp(u: Any, cdf: Any, values: Any) -> Any:
+    """Row-wise inverse of a piecewise-linear CDF: z[r, n] with cdf_r(z) = u[r, n].
+
+    u: (R, n) in [0, 1]; cdf: (R, M) non-decreasing, from 0 to 1; values: (R, M) the
+    abscissae of the CDF knots. One flat ``interp`` over all rows, each row shifted by 2r
+    (in float64, so the shift costs no resolution); u outside [0, 1] clamps to the ends.
+    """
+    xp = array_module(u)
+    shift = 2.0 * xp.arange(cdf.shape[0], dtype=xp.float64)[:, None]
+    uq = xp.clip(u.astype(xp.float64), 0.0, 1.0) + shift
+    z = xp.interp(uq.ravel(), (cdf.astype(xp.float64) + shift).ravel(), values.ravel())
+    return z.reshape(u.shape)
+
+
+def standard_normal_(rng: Any, out: Any) -> Any:
+    """Fill ``out`` with N(0, 1) draws by the Box–Muller transform, in place.
+
+    Faster than numpy's float32 ziggurat on CPU (about 5 vs 9 ns a draw here), which
+    matters for the (B, S, D) injection noise of importance sampling. With float32
+    uniforms the radius is at most sqrt(2·24·ln 2) ≈ 5.8σ, a truncation of P < 1e-8.
+    """
+    xp = array_module(out)
+    flat = out.reshape(-1)
+    n = flat.shape[0]
+    half = (n + 1) // 2
+    u = rng.random((2, half), dtype=out.dtype)
+    r, th = u[0], u[1]
+    xp.subtract(1, r, out=r)  # (0, 1]: log stays finite
+    xp.log(r, out=r)
+    r *= -2
+    xp.sqrt(r, out=r)
+    th *= 2 * math.pi
+    flat[:half] = xp.cos(th[:half]) * r
+    flat[half:] = xp.sin(th[:n - half]) * r[:n - half]
+    return out

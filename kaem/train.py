@@ -1,0 +1,174 @@
+"""The training loop: minibatches, importance-sampling steps, Adam, logging, checkpoints.
+
+One iteration = one minibatch of B data: ``is_step`` fills the gradients, a finiteness
+check guards the update, Adam applies it. Every epoch the held-out log-likelihood and
+test MSE are estimated, a CSV row is appended, and a checkpoint is written atomically.
+A NaN/inf loss or gradient stops training with an error after saving the last good state
+(the parameters before the bad update), never overwriting the regular checkpoint.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from .backend import Backend
+from .checkpoint import save_checkpoint
+from .config import config_to_ini
+from .evaluate import evaluate
+from .importance import is_step
+from .model import KAEM
+from .optim import Adam
+
+CSV_COLUMNS = ("time_s", "epoch", "iteration", "train_loss", "heldout_loglik_nats",
+               "bits_per_dim", "test_mse", "ess_mean", "resampled_frac")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (non-finite loss or gradient)."""
+
+
+def _seed_for(*words: int) -> int:
+    """A 32-bit seed derived from integers, for per-epoch and per-resume streams."""
+    return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1)[0])
+
+
+def _fmt_time(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Trainer:
+    """Trains a ``KAEM`` on host arrays ``x_train`` (N, D) and ``x_test`` (M, D).
+
+    The data are copied to the device once; minibatches are gathered there.
+    """
+
+    def __init__(self, model: KAEM, be: Backend, x_train: np.ndarray, x_test: np.ndarray,
+                 out_dir: str, seed: int = 0, dataset: str = "", log: Callable[[str], None] | None = None) -> None:
+        cfg = model.cfg
+        self.model, self.be, self.out_dir, self.seed, self.dataset = model, be, out_dir, seed, dataset
+        self.t = cfg["TRAINING"]
+        self.opt = Adam(model.parameters(), lr=cfg["OPTIMIZER"]["learning_rate"])
+        self.x_train = be.asarray(x_train.reshape(x_train.shape[0], -1))
+        self.x_test = be.asarray(x_test.reshape(x_test.shape[0], -1))
+        self.batch = min(self.t["batch_size"], self.x_train.shape[0])
+        self.iters_per_epoch = self.x_train.shape[0] // self.batch
+        self.iteration = 0
+        self.rng = be.rng(seed)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.elapsed = 0.0  # training seconds before this process (resume)
+
+    # ---- state ----------------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return self.iteration // self.iters_per_epoch
+
+    def meta(self) -> dict[str, Any]:
+        state = getattr(self.rng, "bit_generator", None)
+        rng_state = state.state if self.be.device == "cpu" and state is not None else None
+        return {"iteration": self.iteration, "epoch": self.epoch, "seed": self.seed,
+                "dataset": self.dataset, "data_shape": list(self.model.data_shape),
+                "dtype": np.dtype(self.be.dtype).name, "rng_state": rng_state, "elapsed_s": self.elapsed}
+
+    def save(self, path: str) -> None:
+        save_checkpoint(path, self.model.parameters(), self.model.buffers(), self.opt.state_dict(),
+                        config_to_ini(self.model.cfg), self.meta())
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Continue from a ``load_checkpoint`` result: arrays, optimiser, iteration, RNG."""
+        self.model.load_arrays(ckpt["params"], ckpt["buffers"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        meta = ckpt["meta"]
+        self.iteration = int(meta["iteration"])
+        self.elapsed = float(meta.get("elapsed_s", 0.0))
+        if meta.get("rng_state") and self.be.device == "cpu":
+            self.rng.bit_generator.state = meta["rng_state"]
+        else:  # cupy generators expose no state: continue on a stream fixed by (seed, iteration)
+            self.rng = self.be.rng(_seed_for(self.seed, self.iteration))
+
+    # ---- loop -----------------------------------------------------------------------------
+    def _batch_indices(self) -> Any:
+        """This iteration's rows: a per-epoch permutation fixed by (seed, epoch), so a resumed
+        run visits the same batches as an uninterrupted one."""
+        perm = self.be.rng(_seed_for(self.seed, 1, self.epoch)).permutation(self.x_train.shape[0])
+        k = self.iteration % self.iters_per_epoch
+        return perm[k * self.batch:(k + 1) * self.batch]
+
+    def _check_finite(self, loss: Any) -> float:
+        """One device->host sync per iteration: the loss and the sum of all gradients."""
+        xp = self.be.xp
+        total = sum(g.sum() for g in self.model.gradients().values())
+        loss_f, total_f = (float(v) for v in xp.stack([loss, total.astype(loss.dtype)]))
+        if not (math.isfinite(loss_f) and math.isfinite(total_f)):
+            path = os.path.join(self.out_dir, "last_good.npz")
+            self.save(path)
+            raise TrainingError(f"non-finite {'loss' if not math.isfinite(loss_f) else 'gradient'} at "
+                                f"iteration {self.iteration} (loss {loss_f}); the parameters before this "
+                                f"update were saved to {path}; try a smaller OPTIMIZER.learning_rate")
+        return loss_f
+
+    def evaluate(self) -> dict[str, float]:
+        rng = self.be.rng(_seed_for(self.seed, 2, self.epoch))  # does not disturb training draws
+        return evaluate(self.model, self.x_test, self.t["eval_importance_samples"], rng)
+
+    def _csv_row(self, row: dict[str, Any]) -> None:
+        path = os.path.join(self.out_dir, "log.csv")
+        new = not os.path.exists(path)
+        with open(path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            if new:
+                w.writeheader()
+            w.writerow({k: row.get(k, "") for k in CSV_COLUMNS})
+
+    def run(self, epochs: int, max_iters: int | None = None, log_every: int = 50) -> list[dict[str, Any]]:
+        """Train until ``epochs`` epochs (counted from iteration 0) or ``max_iters`` iterations
+        in total; returns the CSV rows written by this call."""
+        os.makedirs(self.out_dir, exist_ok=True)
+        total = epochs * self.iters_per_epoch if max_iters is None else min(max_iters, epochs * self.iters_per_epoch)
+        rows: list[dict[str, Any]] = []
+        if self.iteration == 0 and total > 0:
+            rows.append(self._epoch_row(float("nan"), {}))
+        t0, start_iter = time.perf_counter(), self.iteration
+        losses, ess, res = [], [], []
+        while self.iteration < total:
+            x = self.x_train[self._batch_indices()]
+            loss, diag = is_step(self.model, x, self.rng)
+            losses.append(self._check_finite(loss))
+            ess.append(diag["ess"]), res.append(diag["resampled"])
+            self.opt.step(self.model.gradients())
+            self.iteration += 1
+            done = self.iteration - start_iter
+            if done % log_every == 0 or self.iteration == total:
+                rate = done / (time.perf_counter() - t0)
+                self.log(f"it {self.iteration}/{total} | epoch {self.epoch}/{epochs} | loss {losses[-1]:.2f} "
+                         f"| {rate:.1f} it/s | ETA {_fmt_time((total - self.iteration) / rate)}")
+            epoch_end = self.iteration % self.iters_per_epoch == 0
+            if epoch_end or self.iteration == total:
+                self.elapsed += time.perf_counter() - t0
+                t0, start_iter = time.perf_counter(), self.iteration
+                diag_mean = {"ess_mean": float(self.be.xp.stack(ess).mean()),
+                             "resampled_frac": float(self.be.xp.stack(res).astype(float).mean())}
+                rows.append(self._epoch_row(float(np.mean(losses)), diag_mean))
+                losses, ess, res = [], [], []
+                if not epoch_end or self.epoch % self.t["checkpoint_every"] == 0 or self.iteration == total:
+                    self.save(os.path.join(self.out_dir, "ckpt.npz"))
+        return rows
+
+    def _epoch_row(self, train_loss: float, diag: dict[str, float]) -> dict[str, Any]:
+        ev = self.evaluate()
+        row = {"time_s": round(self.elapsed, 3), "epoch": round(self.iteration / self.iters_per_epoch, 4),
+               "iteration": self.iteration, "train_loss": train_loss,
+               "heldout_loglik_nats": ev["loglik_nats"], "bits_per_dim": ev["bits_per_dim"],
+               "test_mse": ev["test_mse"], **diag}
+        self._csv_row(row)
+        self.log(f"[epoch {row['epoch']:g}] held-out log p(x) {ev['loglik_nats']:.2f} nats "
+                 f"({ev['bits_per_dim']:.4f} bits/dim, S={ev['S']}, σ={ev['sigma']}) | test MSE {ev['test_mse']:.4f}")
+        return row
