@@ -1,0 +1,60 @@
+"""Training on real Fashion-MNIST improves the held-out log-likelihood; NaN handling."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from kaem.backend import get_backend
+from kaem.config import load_config
+from kaem.data import DatasetError, load_dataset
+from kaem.model import KAEM
+from kaem.train import Trainer, TrainingError
+
+
+def _fmnist(n_train, n_test):
+    try:
+        return (load_dataset("fmnist", "train", "data", download=False, n=n_train),
+                load_dataset("fmnist", "test", "data", download=False, n=n_test))
+    except DatasetError as e:
+        pytest.skip(f"real Fashion-MNIST not available (apt-get install dataset-fashion-mnist, or put the "
+                    f"IDX files in data/fmnist/): {e}")
+
+
+def test_short_training_on_real_fmnist_raises_heldout_loglik(tmp_path):
+    """2 000 real images, the MNIST architecture (P=20, Q=41, 41->82->784, RBF), 40 IS
+    iterations. The held-out estimate on the same 500 test images with the same prior
+    draws (fixed evaluation seed) must rise; the untrained model scores thousands of
+    nats lower, far beyond the estimator's spread."""
+    x_train, x_test = _fmnist(2000, 500)
+    be = get_backend("cpu", "float32")
+    cfg = load_config("fmnist", overrides=["TRAINING.eval_importance_samples=500"])
+    model = KAEM(cfg, (1, 28, 28), be, seed=0)
+    tr = Trainer(model, be, x_train, x_test, str(tmp_path), seed=0, dataset="fmnist", log=lambda m: None)
+    before = tr.evaluate()["loglik_nats"]
+    rows = tr.run(epochs=2)
+    after = rows[-1]["heldout_loglik_nats"]
+    assert np.isfinite(after) and after > before + 100, (before, after)
+    assert rows[-1]["train_loss"] < rows[1]["train_loss"]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_nan_stops_training_and_saves_last_good_state(tmp_path, be64):
+    cfg = tiny_config()
+    model = KAEM(cfg, (1, 2, 3), be64, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 6))
+    tr = Trainer(model, be64, x, x[:5], str(tmp_path), log=lambda m: None)
+    tr.run(epochs=1)  # finite first
+    model.prior.layer.params["coef"][0, 0, 0] = np.nan
+    good = {k: v.copy() for k, v in model.parameters().items()}
+    with pytest.raises(TrainingError, match="non-finite"):
+        tr.run(epochs=2)
+    from kaem.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(os.path.join(tmp_path, "last_good.npz"))["params"]
+    for k, v in good.items():  # the update that produced NaN was not applied
+        np.testing.assert_array_equal(saved[k], v)
+    assert load_checkpoint(os.path.join(tmp_path, "ckpt.npz"))["meta"]["iteration"] == tr.iters_per_epoch
