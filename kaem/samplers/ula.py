@@ -1,0 +1,58 @@
+"""Unadjusted Langevin algorithm (spec §4.2), vectorised over chains.
+
+    z ← z + η ∇_z log π_t(z) + √(2η) ξ,    ξ ~ N(0, I),   log π_t = log p(z) + t·log p(x|z)
+
+No Metropolis correction: the chain is biased by O(η). For a Gaussian target with
+precision Λ the stationary law is N(μ, Λ⁻¹ (I − ηΛ/2)⁻¹) (see
+:meth:`kaem.samplers.gaussian.LinearGaussianTarget.ula_moments`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from kaem.backend import array_module
+from kaem.samplers.target import Array, Evaluation, Target, evaluate, expand, per_chain
+
+
+def ula_run(
+    target: Target,
+    z: Array,
+    temps: Any,
+    step_size: Any,
+    n_steps: int,
+    rng: Any,
+    ev: Evaluation | None = None,
+) -> tuple[Array, Evaluation]:
+    """ULA steps that also return the target terms at the final state.
+
+    Args:
+        target: a :class:`~kaem.samplers.target.Target`.
+        z: (N, *latent) initial states.
+        temps: scalar or (N,) temperatures.
+        step_size: η, scalar or (N,).
+        n_steps: number of Langevin steps.
+        rng: numpy/cupy ``Generator``; the only source of randomness.
+        ev: the target terms at z, if already known (saves one evaluation).
+
+    Returns:
+        z after n_steps, and the :class:`Evaluation` at it (n_steps (+1) evaluations).
+    """
+    xp = array_module(z)
+    n = z.shape[0]
+    t = per_chain(temps, n, z)
+    eta = expand(per_chain(step_size, n, z), z)
+    noise_scale = xp.sqrt(2.0 * eta)
+    ev = evaluate(target, z) if ev is None else ev
+    for _ in range(n_steps):
+        _, grad = ev.tempered(t)
+        z = z + eta * grad + noise_scale * rng.standard_normal(z.shape, dtype=z.dtype)
+        ev = evaluate(target, z)
+    return z, ev
+
+
+def ula(target: Target, z: Array, temps: Any, step_size: Any, n_steps: int, rng: Any) -> Array:
+    """Run ``n_steps`` of ULA on the tempered target from z (N, *latent); returns z.
+
+    ``temps`` and ``step_size`` are scalars or per-chain (N,) arrays.
+    """
+    return ula_run(target, z, temps, step_size, n_steps, rng)[0]
