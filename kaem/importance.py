@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from .generator import latent_to_input
 from .model import KAEM
-from .resampling import importance_weights
+from .resampling import importance_weights, systematic_indices
 
 
 def is_loss_and_grad(model: KAEM, x: Any, z: Any, weigh: Callable[[Any], Any], z_cd: Any = None,
@@ -67,7 +67,8 @@ def is_step(model: KAEM, x: Any, rng: Any) -> tuple[Any, dict[str, Any]]:
 
     Draws S prior samples (and S fresh ones for contrastive divergence), weighs them with
     the resampler and threshold from the config, and fills ``model.gradients()``.
-    Returns the loss and device-side diagnostics (mean ESS, fraction of rows resampled).
+    Returns the loss and device-side diagnostics: mean ESS, fraction of rows resampled, and
+    the samples z with their weights w (for grid updating).
     """
     t = model.cfg["TRAINING"]
     S = t["importance_sample_size"]
@@ -82,5 +83,14 @@ def is_step(model: KAEM, x: Any, rng: Any) -> tuple[Any, dict[str, Any]]:
         diag["ess"], diag["resampled"] = e.mean(), low.mean()
         return w
 
-    loss, _, _ = is_loss_and_grad(model, x, z, weigh, z_cd=z_cd, exact_logZ=not cd, rng=rng)
+    loss, _, w = is_loss_and_grad(model, x, z, weigh, z_cd=z_cd, exact_logZ=not cd, rng=rng)
+    diag["z"], diag["w"] = z, w
     return loss, diag
+
+
+def posterior_draws(z: Any, w: Any, n: int, rng: Any) -> Any:
+    """n draws from the batch's importance-sampling posterior (1/B) Σ_b Σ_s w[b,s] δ(z_s):
+    systematic resampling of the column-mean weights; z (S, Q, P), w (B, S) -> (n, Q, P).
+    These are the samples grid updating fits to in IS mode."""
+    idx = systematic_indices(w.mean(axis=0)[None, :], n, rng)[0]
+    return z[idx]

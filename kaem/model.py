@@ -14,6 +14,7 @@ from typing import Any, Iterator
 from .backend import Backend
 from .config import Config
 from .generator import KANGenerator, latent_to_input
+from .grid_update import prior_domain_from_grid, update_layer_grid, update_pointwise_grid
 from .kan import KANLayer, KANSpec
 from .likelihood import GaussianLikelihood, apply_output_activation
 from .prior import UnivariatePrior
@@ -89,3 +90,23 @@ class KAEM:
         xp = self.be.xp
         return xp.concatenate([self.decode(self.sample_prior(min(batch, n - i), rng))
                                for i in range(0, n, batch)])
+
+    # ---- grid updating (spec 2.1) -------------------------------------------------------------
+    def update_grids(self, z_post: Any, prior: bool = True, generator: bool = True) -> bool:
+        """Move the grids to posterior samples z_post (n, Q, P) and refit the coefficients.
+
+        The prior's layer sees z_post itself and its quadrature domain follows its grid;
+        each generator layer sees its own inputs, propagated from h = Σ_p z_post through the
+        (already updated) layers before it. Returns whether any grid changed.
+        """
+        changed = False
+        if prior and update_pointwise_grid(self.prior.layer, z_post, self.cfg["EbmModel"]["grid_update_ratio"]):
+            points = self.prior.layer.basis.interior(self.prior.layer.buffers["grid"])
+            self.prior.buffers["domain"][...] = prior_domain_from_grid(points)
+            changed = True
+        if generator:
+            h = latent_to_input(z_post)
+            for layer in self.generator.layers:
+                changed |= update_layer_grid(layer, h, self.cfg["GeneratorModel"]["grid_update_ratio"])
+                h = layer.forward(h, cache=False)
+        return changed

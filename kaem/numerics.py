@@ -72,3 +72,15 @@ def standard_normal_(rng: Any, out: Any) -> Any:
     flat[:half] = xp.cos(th[:half]) * r
     flat[half:] = xp.sin(th[:n - half]) * r[:n - half]
     return out
+
+
+def lstsq_batched(A: Any, y: Any) -> Any:
+    """Minimum-norm least squares per batch entry: argmin_c ‖A c − y‖² for A (n, N, nb) and
+    y (n, N, k) -> (n, nb, k), through a batched SVD (no normal equations: overlapping RBF
+    or RSWAF bases are ill-conditioned, and squaring the condition number costs digits).
+    Singular values below eps·max(N, nb)·s_max are dropped, as numpy.linalg.lstsq does."""
+    xp = array_module(A)
+    U, s, Vt = xp.linalg.svd(A, full_matrices=False)  # (n, N, r), (n, r), (n, r, nb)
+    cutoff = xp.finfo(A.dtype).eps * max(A.shape[1:]) * s[:, :1]
+    s_inv = xp.where(s > cutoff, 1.0 / xp.where(s > cutoff, s, 1.0), 0.0)
+    return Vt.transpose(0, 2, 1) @ (s_inv[:, :, None] * (U.transpose(0, 2, 1) @ y))

@@ -33,12 +33,16 @@ def _inverse_cdf(w: Any, u: Any) -> Any:
     return xp.clip(rowwise_searchsorted(cdf, u, side="right"), 0, w.shape[1] - 1)
 
 
+def systematic_indices(w: Any, n: int, rng: Any) -> Any:
+    """n indices per row drawn systematically: u_i = (U + i)/n, i = 0..n-1; -> (R, n)."""
+    xp = array_module(w)
+    u = (rng.random((w.shape[0], 1)) + xp.arange(n)[None, :]) / n
+    return _inverse_cdf(w, u)
+
+
 def systematic(w: Any, rng: Any) -> Any:
     """One uniform per row: u_i = (U + i)/S, i = 0..S-1."""
-    xp = array_module(w)
-    R, S = w.shape
-    u = (rng.random((R, 1)) + xp.arange(S)[None, :]) / S
-    return _counts_from_indices(_inverse_cdf(w, u), S)
+    return _counts_from_indices(systematic_indices(w, w.shape[1], rng), w.shape[1])
 
 
 def stratified(w: Any, rng: Any) -> Any:

@@ -21,12 +21,13 @@ from .backend import Backend
 from .checkpoint import save_checkpoint
 from .config import config_to_ini
 from .evaluate import evaluate
-from .importance import is_step
+from .grid_update import grid_update_due
+from .importance import is_step, posterior_draws
 from .model import KAEM
 from .optim import Adam
 
 CSV_COLUMNS = ("time_s", "epoch", "iteration", "train_loss", "heldout_loglik_nats",
-               "bits_per_dim", "test_mse", "ess_mean", "resampled_frac")
+               "bits_per_dim", "test_mse", "ess_mean", "resampled_frac", "grid_updated")
 
 
 class TrainingError(RuntimeError):
@@ -65,6 +66,7 @@ class Trainer:
         self.rng = be.rng(seed)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.elapsed = 0.0  # training seconds before this process (resume)
+        self.last_grid_update = 0
 
     # ---- state ----------------------------------------------------------------------------
     @property
@@ -76,7 +78,8 @@ class Trainer:
         rng_state = state.state if self.be.device == "cpu" and state is not None else None
         return {"iteration": self.iteration, "epoch": self.epoch, "seed": self.seed,
                 "dataset": self.dataset, "data_shape": list(self.model.data_shape),
-                "dtype": np.dtype(self.be.dtype).name, "rng_state": rng_state, "elapsed_s": self.elapsed}
+                "dtype": np.dtype(self.be.dtype).name, "rng_state": rng_state, "elapsed_s": self.elapsed,
+                "last_grid_update": self.last_grid_update}
 
     def save(self, path: str) -> None:
         save_checkpoint(path, self.model.parameters(), self.model.buffers(), self.opt.state_dict(),
@@ -89,6 +92,7 @@ class Trainer:
         meta = ckpt["meta"]
         self.iteration = int(meta["iteration"])
         self.elapsed = float(meta.get("elapsed_s", 0.0))
+        self.last_grid_update = int(meta.get("last_grid_update", 0))
         if meta.get("rng_state") and self.be.device == "cpu":
             self.rng.bit_generator.state = meta["rng_state"]
         else:  # cupy generators expose no state: continue on a stream fixed by (seed, iteration)
@@ -115,6 +119,18 @@ class Trainer:
                                 f"update were saved to {path}; try a smaller OPTIMIZER.learning_rate")
         return loss_f
 
+    def maybe_update_grids(self, diag: dict[str, Any]) -> bool:
+        """Grid update on the schedule of GRID_UPDATING, from this step's posterior samples."""
+        gu = self.model.cfg["GRID_UPDATING"]
+        if not self.t["update_grid"] or not (gu["update_prior_grid"] or gu["update_llhood_grid"]):
+            return False
+        if not grid_update_due(self.iteration, self.last_grid_update, gu["grid_update_frequency"],
+                               gu["grid_update_decay"]):
+            return False
+        z_post = posterior_draws(diag["z"], diag["w"], gu["num_grid_updating_samples"], self.rng)
+        self.last_grid_update = self.iteration
+        return self.model.update_grids(z_post, prior=gu["update_prior_grid"], generator=gu["update_llhood_grid"])
+
     def evaluate(self) -> dict[str, float]:
         rng = self.be.rng(_seed_for(self.seed, 2, self.epoch))  # does not disturb training draws
         return evaluate(self.model, self.x_test, self.t["eval_importance_samples"], rng)
@@ -137,7 +153,7 @@ class Trainer:
         if self.iteration == 0 and total > 0:
             rows.append(self._epoch_row(float("nan"), {}))
         t0, start_iter = time.perf_counter(), self.iteration
-        losses, ess, res = [], [], []
+        losses, ess, res, grid_updates = [], [], [], 0
         while self.iteration < total:
             x = self.x_train[self._batch_indices()]
             loss, diag = is_step(self.model, x, self.rng)
@@ -145,6 +161,7 @@ class Trainer:
             ess.append(diag["ess"]), res.append(diag["resampled"])
             self.opt.step(self.model.gradients())
             self.iteration += 1
+            grid_updates += self.maybe_update_grids(diag)
             done = self.iteration - start_iter
             if done % log_every == 0 or self.iteration == total:
                 rate = done / (time.perf_counter() - t0)
@@ -155,9 +172,10 @@ class Trainer:
                 self.elapsed += time.perf_counter() - t0
                 t0, start_iter = time.perf_counter(), self.iteration
                 diag_mean = {"ess_mean": float(self.be.xp.stack(ess).mean()),
-                             "resampled_frac": float(self.be.xp.stack(res).astype(float).mean())}
+                             "resampled_frac": float(self.be.xp.stack(res).astype(float).mean()),
+                             "grid_updated": grid_updates}
                 rows.append(self._epoch_row(float(np.mean(losses)), diag_mean))
-                losses, ess, res = [], [], []
+                losses, ess, res, grid_updates = [], [], [], 0
                 if not epoch_end or self.epoch % self.t["checkpoint_every"] == 0 or self.iteration == total:
                     self.save(os.path.join(self.out_dir, "ckpt.npz"))
         return rows
