@@ -150,7 +150,19 @@ class BSpline(Basis):
 
 
 
-class FFT(Basis):
+class GridFreeBasis(Basis):
+    """A basis without knots (FFT, Chebyshev): no grid, skipped by grid updating."""
+
+    uses_grid = False
+
+    def make_grid(self, xp: Any, in_dim: int, grid_range: tuple[float, float], dtype: Any) -> Any:
+        return None
+
+    def interior(self, grid: Any) -> Any:
+        return None
+
+
+class FFT(GridFreeBasis):
     """Fourier features  cos(2π τ g x), sin(2π τ g x),  g = 0..G  (2(G+1) functions, no grid).
 
     Coefficient layout: the spec's (2, in, out, G+1) array (index 0 = cos, 1 = sin) is
@@ -166,7 +178,6 @@ class FFT(Basis):
     """
 
     name = "FFT"
-    uses_grid = False
     # True: harmonics by angle addition from cos θ, sin θ (_harmonics). Measured slower on
     # CPU (numpy's SIMD float32 cos/sin beat the strided recurrence steps), so off by
     # default; kept as an option for bench/bases.py and other devices.
@@ -174,12 +185,6 @@ class FFT(Basis):
 
     def n_basis(self) -> int:
         return 2 * (self.G + 1)
-
-    def make_grid(self, xp: Any, in_dim: int, grid_range: tuple[float, float], dtype: Any) -> Any:
-        return None
-
-    def interior(self, grid: Any) -> Any:
-        return None
 
     def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False) -> Any:
         xp = array_module(x)
@@ -256,7 +261,7 @@ def _harmonics(xp: Any, theta: Any, G1: int) -> Any:
     return out
 
 
-class Cheby(Basis):
+class Cheby(GridFreeBasis):
     """Chebyshev polynomials  T_g(u),  u = tanh(x)/τ,  g = 0..k  (k = ``spline_degree``).
 
     No grid and, as in the reference, no base branch (w_base·b(x) is dropped). Values and
@@ -266,17 +271,10 @@ class Cheby(Basis):
     """
 
     name = "Cheby"
-    uses_grid = False
     has_base_branch = False
 
     def n_basis(self) -> int:
         return self.k + 1
-
-    def make_grid(self, xp: Any, in_dim: int, grid_range: tuple[float, float], dtype: Any) -> Any:
-        return None
-
-    def interior(self, grid: Any) -> Any:
-        return None
 
     def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False) -> Any:
         xp = array_module(x)
