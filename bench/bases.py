@@ -5,6 +5,8 @@ For each basis: median wall time of one forward + backward (with dx) of a layer
 in the paper's FFT runs), float32 by default, and its parameter count. Then the ratios
 FFT/RBF and FFT/RBF at equal parameter count (RBF with G chosen so that nb = 2(G_FFT+1)),
 and FFT's default direct cos/sin against the angle-addition recurrence (``use_recurrence``).
+Last, per basis, the prior's inverse-transform time for 100 draws at the MNIST config
+(P=20, Q=41, 100 Gauss–Legendre nodes).
 Target of the issue: FFT ≤ 3× RBF at equal parameter count.
 
 Repetitions are interleaved round-robin across the layers (robust to background load on
@@ -24,6 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from kaem.backend import get_backend  # noqa: E402
 from kaem.kan import KANLayer, KANSpec  # noqa: E402
+from kaem.prior import UnivariatePrior  # noqa: E402
 
 IN, OUT, N = 82, 784, 100
 
@@ -115,6 +118,15 @@ def main() -> None:
     emit(kind="ratio", name="FFT/RBF equal params", G_fft=args.g_fft, G_rbf=nb_fft - 1,
          time_ratio=round(r_eq, 3), params=[res["FFT"][1], res["RBF-equal-params"][1]],
          target_max=3.0, ok=bool(r_eq <= 3.0))
+    # the prior's inverse-transform sampling at the MNIST config (P=20, Q=41, 100 nodes)
+    priors = {label: UnivariatePrior(be, 20, 41, KANSpec(basis=basis, grid_size=G), be.rng(0))
+              for label, basis, G, rec in configs if not rec and label != "RBF-equal-params"}
+    t_its = interleaved_medians(be, {k: (lambda p=p: p.sample(100, rng)) for k, p in priors.items()},
+                                args.reps)
+    for label, p in priors.items():
+        emit(kind="prior_its", label=label, P=20, Q=41, G=p.layer.basis.G, draws=100,
+             its_ms=round(1e3 * t_its[label], 3))
+
     emit(kind="ratio", name="FFT recurrence/direct",
          fwd_bwd_ratio=round(res["FFT-recurrence"][0] / res["FFT"][0], 3),
          evaluate_ratio=round(res["FFT-recurrence:eval"] / res["FFT:eval"], 3))
