@@ -17,6 +17,7 @@ test:  ## run the whole test suite (about 5 minutes on 2 cores)
 bench:  ## print benchmark figures as JSON (not a test)
 	$(PYTHON) bench/train_step.py
 	$(PYTHON) bench/bases.py
+	$(PYTHON) bench/samplers.py
 
 fmnist:  ## install Debian's real Fashion-MNIST (needs root and apt)
 	apt-get install -y dataset-fashion-mnist

@@ -33,6 +33,26 @@ def _positive_int(text: str) -> int:
     return v
 
 
+MODES = ("is", "ula", "automala", "thermo")
+
+
+def mode_overrides(mode: str, num_temps: int) -> list[str]:
+    """The --set overrides that ``--mode`` stands for, given the configured num_temps.
+
+    is/ula/automala also set num_temps=1 (thermodynamic integration would take precedence);
+    thermo keeps the configured inner sampler (ULA, or autoMALA with use_autoMALA=true).
+    """
+    ti = "THERMODYNAMIC_INTEGRATION.num_temps"
+    if mode == "is":
+        return ["POST_LANGEVIN.use_langevin=false", f"{ti}=1"]
+    if mode in ("ula", "automala"):
+        return ["POST_LANGEVIN.use_langevin=true", f"POST_LANGEVIN.use_autoMALA={str(mode == 'automala').lower()}",
+                f"{ti}=1"]
+    if mode == "thermo":
+        return [f"{ti}=5"] if num_temps == 1 else []
+    raise CLIError(f"unknown --mode {mode!r}; valid: {', '.join(MODES)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kaem.backend import DEVICES, DTYPES
     from kaem.data import DATASETS
@@ -50,13 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data-dir", default="data", help="dataset cache folder (default: data)")
         sp.add_argument("--no-download", action="store_true", help="never download; fail if files are missing")
 
-    t = sub.add_parser("train", help="train a model with importance sampling",
-                       description="Train a KAEM by maximum likelihood with importance sampling. Writes "
-                                   "OUT/ckpt.npz (each epoch and at the end) and OUT/log.csv (one row per epoch).")
+    t = sub.add_parser("train", help="train a model (importance sampling, Langevin or thermodynamic)",
+                       description="Train a KAEM by maximum likelihood with importance sampling (default), "
+                                   "Langevin posterior sampling (ULA or autoMALA) or thermodynamic integration. "
+                                   "Writes OUT/ckpt.npz (each epoch and at the end) and OUT/log.csv (one row per epoch).")
     t.add_argument("--dataset", choices=DATASETS, default=None, help="dataset (default: mnist; from the checkpoint with --resume)")
     t.add_argument("--config", metavar="FILE", help="INI file with the reference's sections and keys")
     t.add_argument("--set", action="append", default=[], metavar="SECTION.key=value",
                    help="override one config value (repeatable), e.g. --set EbmModel.grid_size=10")
+    t.add_argument("--mode", choices=MODES,
+                   help="objective, a shorthand for config keys (applied before --set; a --set that "
+                        "contradicts it is an error): is = importance sampling; "
+                        "ula = POST_LANGEVIN.use_langevin=true; automala = that and use_autoMALA=true; "
+                        "thermo = THERMODYNAMIC_INTEGRATION.num_temps=5 unless the config sets more than 1 "
+                        "(default: whatever the config selects, IS for the defaults)")
     t.add_argument("--epochs", type=_positive_int, help="epochs in total (default: TRAINING.N_epochs)")
     t.add_argument("--max-iters", type=_positive_int, help="stop after this many iterations in total")
     t.add_argument("--n-train", type=_positive_int, help="training images used (default: TRAINING.N_train)")
@@ -100,6 +127,7 @@ def cmd_train(args: Any) -> int:
     from kaem.checkpoint import load_checkpoint, restore_model
     from kaem.config import config_from_ini, load_config
     from kaem.data import dataset_shape
+    from kaem.langevin import objective_mode
     from kaem.model import KAEM
     from kaem.train import Trainer
 
@@ -113,6 +141,9 @@ def cmd_train(args: Any) -> int:
         if args.dataset and args.dataset != dataset:
             raise CLIError(f"--dataset {args.dataset} differs from the checkpoint's dataset {dataset}")
         cfg = config_from_ini(ckpt["config"])
+        if args.mode and args.mode != objective_mode(cfg):
+            raise CLIError(f"--mode {args.mode} differs from the checkpoint's objective {objective_mode(cfg)} "
+                           "(a resumed run keeps its objective)")
         out = args.out or os.path.dirname(os.path.abspath(args.resume))
     else:
         dataset = args.dataset or "mnist"
@@ -120,7 +151,13 @@ def cmd_train(args: Any) -> int:
         for key, val in (("N_train", args.n_train), ("batch_size", args.batch_size), ("dtype", args.dtype)):
             if val is not None:
                 overrides.append(f"TRAINING.{key}={val}")
+        if args.mode:  # the mode's keys first, so that explicit --set values win
+            num_temps = load_config(dataset, args.config, overrides)["THERMODYNAMIC_INTEGRATION"]["num_temps"]
+            overrides = mode_overrides(args.mode, num_temps) + overrides
         cfg = load_config(dataset, args.config, overrides)
+        if args.mode and objective_mode(cfg) != args.mode:
+            raise CLIError(f"--mode {args.mode} conflicts with the --set/--config values, which select "
+                           f"{objective_mode(cfg)}")
         out = args.out or os.path.join("runs", dataset)
         if os.path.exists(os.path.join(out, "ckpt.npz")):
             raise CLIError(f"{os.path.join(out, 'ckpt.npz')} already exists; continue it with "
@@ -140,7 +177,7 @@ def cmd_train(args: Any) -> int:
         print(f"resuming {args.resume} at iteration {trainer.iteration} (epoch {trainer.epoch})", file=sys.stderr)
     epochs = args.epochs or t["N_epochs"]
     print(f"training KAEM on {dataset}: {x_train.shape[0]} images, batch {trainer.batch}, "
-          f"{trainer.iters_per_epoch} it/epoch, {epochs} epochs, device {be.device}, "
+          f"{trainer.iters_per_epoch} it/epoch, {epochs} epochs, objective {trainer.mode}, device {be.device}, "
           f"{sum(int(p.size) for p in model.parameters().values())} parameters -> {out}", file=sys.stderr)
     trainer.run(epochs, args.max_iters, log_every=args.log_every)
     print(f"saved {os.path.join(out, 'ckpt.npz')}", file=sys.stderr)

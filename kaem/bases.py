@@ -8,7 +8,8 @@ layer (``kaem/kan.py``) never looks inside a basis, so a new family is one class
 Shapes: ``x`` is ``(..., in)``; ``grid`` is ``(in, n_knots)`` (one row per input
 dimension, ``None`` for grid-free bases); ``tau`` is a 0-d array. ``evaluate`` returns
 ``B`` of shape ``(..., in, nb)`` and, with ``derivs=True``, also ``dB/dx`` (same shape)
-and ``dB/dtau`` (same shape, or ``None`` when tau is not used).
+and ``dB/dtau`` (same shape; ``None`` when tau is not used or ``dtau=False``, which spares
+the work when tau is frozen or only x-derivatives are wanted).
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class Basis:
         of ``interior``, used by grid updating."""
         return points
 
-    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False) -> Any:
+    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
         raise NotImplementedError
 
     def init_coef(self, rng: Any, xp: Any, in_dim: int, out_dim: int, grid: Any, tau: Any,
@@ -83,16 +84,21 @@ class RBF(Basis):
     def n_basis(self) -> int:
         return self.G + 1
 
-    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False) -> Any:
+    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
+        xp = array_module(x)
         h = (grid[:, -1] - grid[:, 0]) / self.G  # (in,)
         width = (h * tau)[:, None]  # (in, 1)
-        u = (x[..., None] - grid) / width  # (..., in, nb)
-        B = array_module(u).exp(-0.5 * u * u)
+        u = x[..., None] - grid
+        u /= width  # (..., in, nb)
+        B = u * u  # in place from here on: these are the largest arrays of a step
+        B *= -0.5
+        xp.exp(B, out=B)
         if not derivs:
             return B
-        dBdx = -u * B / width
-        dBdtau = (u * u) * B / tau
-        return B, dBdx, dBdtau
+        dBdtau = (u * u) * B / tau if dtau else None
+        u *= B
+        u /= -width  # dB/dx = −u·B/width
+        return B, u, dBdtau
 
 
 class BSpline(Basis):
@@ -133,7 +139,7 @@ class BSpline(Basis):
             B = left * B[..., :-1] + right * B[..., 1:]
         return B
 
-    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False) -> Any:
+    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
         k = self.k
         if not derivs:
             return self._bases(x, grid, k)
@@ -186,7 +192,7 @@ class FFT(GridFreeBasis):
     def n_basis(self) -> int:
         return 2 * (self.G + 1)
 
-    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False) -> Any:
+    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
         xp = array_module(x)
         G1 = self.G + 1
         two_pi = 2.0 * math.pi
@@ -206,6 +212,8 @@ class FFT(GridFreeBasis):
         wx = (two_pi * tau) * g  # (G+1,)
         xp.multiply(B[..., G1:], -wx, out=dBdx[..., :G1])
         xp.multiply(B[..., :G1], wx, out=dBdx[..., G1:])
+        if not dtau:
+            return B, dBdx, None
         # d/dτ: same with ∂θ/∂τ = 2π x (no division by τ)
         wt = (two_pi * g) * x[..., None]  # (..., in, G+1)
         dBdtau = xp.empty_like(B)
@@ -276,7 +284,7 @@ class Cheby(GridFreeBasis):
     def n_basis(self) -> int:
         return self.k + 1
 
-    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False) -> Any:
+    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
         xp = array_module(x)
         t = xp.tanh(x)
         u = t / tau
@@ -297,7 +305,7 @@ class Cheby(GridFreeBasis):
             D[..., g + 1] = 2 * T[..., g] + 2 * u * D[..., g] - D[..., g - 1]
         dudx = (1 - t * t) / tau
         dBdx = D * dudx[..., None]
-        dBdtau = D * (-u / tau)[..., None]
+        dBdtau = D * (-u / tau)[..., None] if dtau else None
         return T, dBdx, dBdtau
 
     def init_coef(self, rng: Any, xp: Any, in_dim: int, out_dim: int, grid: Any, tau: Any,
@@ -320,7 +328,7 @@ class RSWAF(Basis):
     def n_basis(self) -> int:
         return self.G + 1
 
-    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False) -> Any:
+    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
         xp = array_module(x)
         u = (x[..., None] - grid) / tau  # (..., in, G+1)
         th = xp.tanh(u)
@@ -329,7 +337,7 @@ class RSWAF(Basis):
             return B
         dBdu = -2 * th * B
         dBdx = dBdu / tau
-        dBdtau = dBdu * (-u / tau)
+        dBdtau = dBdu * (-u / tau) if dtau else None
         return B, dBdx, dBdtau
 
 

@@ -40,9 +40,10 @@ class KANGenerator:
             h = layer.forward(h, cache=cache)
         return h
 
-    def backward(self, dg: Any, need_dh: bool = True) -> Any:
-        """dg (N, D) -> dh (N, Q); parameter gradients accumulate in each layer."""
+    def backward(self, dg: Any, need_dh: bool = True, need_params: bool = True) -> Any:
+        """dg (N, D) -> dh (N, Q); parameter gradients accumulate in each layer unless
+        ``need_params`` is False (samplers need only dh)."""
         last = len(self.layers) - 1
         for i in range(last, -1, -1):
-            dg = self.layers[i].backward(dg, need_dx=need_dh or i > 0)
+            dg = self.layers[i].backward(dg, need_dx=need_dh or i > 0, need_params=need_params)
         return dg

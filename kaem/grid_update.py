@@ -59,7 +59,6 @@ def update_layer_grid(layer: KANLayer, x: Any, ratio: float) -> bool:
 
 def update_pointwise_grid(layer: KANLayer, z: Any, ratio: float) -> bool:
     """Refit the prior's layer (pointwise form) to samples z (N, out, in) = (N, Q, P)."""
-    xp = array_module(z)
     basis = layer.basis
     if not basis.uses_grid:
         return False

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from .generator import latent_to_input
 from .model import KAEM
+from .objective import prior_loss_and_grad
 from .resampling import importance_weights, systematic_indices
 
 
@@ -35,9 +36,8 @@ def is_loss_and_grad(model: KAEM, x: Any, z: Any, weigh: Callable[[Any], Any], z
     Returns:
         loss (0-d array), ll (B, S), weights (B, S).
     """
-    xp = model.be.xp
     model.zero_grad()
-    B, S = x.shape[0], z.shape[0]
+    B = x.shape[0]
 
     # likelihood term: − (1/B) Σ w·ll, through the generator
     g = model.generator.forward(latent_to_input(z))
@@ -45,20 +45,8 @@ def is_loss_and_grad(model: KAEM, x: Any, z: Any, weigh: Callable[[Any], Any], z
     w = weigh(ll)
     model.generator.backward(model.lik.backward_pairs(-w / B), need_dh=False)
 
-    # prior term on the posterior samples: − Σ_s (Σ_b w[b,s]/B) log p̃(z_s)
-    post = w.sum(axis=0) / B  # (S,)
-    zz = z if z_cd is None else xp.concatenate([z, z_cd])
-    logp = model.prior.log_unnorm(zz)
-    loss = -(post * logp[:S]).sum() - (w * ll).sum() / B
-    dlogp = -post
-    if z_cd is not None:  # + E_prior log p̃(z')
-        loss = loss + logp[S:].mean()
-        dlogp = xp.concatenate([dlogp, xp.full(z_cd.shape[0], 1.0 / z_cd.shape[0], dtype=dlogp.dtype)])
-    model.prior.log_unnorm_backward(dlogp, need_dz=False)
-    if exact_logZ:  # + Σ log Z
-        logZ = model.prior.log_Z()
-        loss = loss + logZ.sum()
-        model.prior.log_Z_backward(xp.ones_like(logZ))
+    # prior term on the posterior samples, weighted by Σ_b w[b,s]/B, + the prior term
+    loss = prior_loss_and_grad(model, z, w.sum(axis=0) / B, z_cd, exact_logZ) - (w * ll).sum() / B
     return loss, ll, w
 
 

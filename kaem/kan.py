@@ -102,7 +102,7 @@ class KANLayer:
         N = x.shape[0]
         nb = self.basis.n_basis()
         W = self._spline_weights().transpose(0, 2, 1).reshape(self.in_dim * nb, self.out_dim)
-        out = self.basis.evaluate(x, self.buffers["grid"], self.tau, derivs=cache)
+        out = self.basis.evaluate(x, self.buffers["grid"], self.tau, derivs=cache, dtau="tau" in self.params)
         B = out[0] if cache else out
         y = B.reshape(N, -1) @ W
         if self.basis.has_base_branch:
@@ -114,8 +114,9 @@ class KANLayer:
             self._cache = (x, b, db, out, W)
         return y
 
-    def backward(self, dy: Any, need_dx: bool = True) -> Any:
-        """dy (N, out) -> dx (N, in); adds ∂L/∂θ into ``self.grads``.
+    def backward(self, dy: Any, need_dx: bool = True, need_params: bool = True) -> Any:
+        """dy (N, out) -> dx (N, in); adds ∂L/∂θ into ``self.grads`` unless ``need_params``
+        is False (a sampler wants only dx).
 
         dW = Bᵀ dy (then split into w_sp and coef), dB = dy Wᵀ, dx = b'(x)·(dy w_baseᵀ)
         + Σ_g dB_g ∂B_g/∂x, dτ = Σ dB ∂B/∂τ.
@@ -123,14 +124,15 @@ class KANLayer:
         x, b, db, (B, Bx, Bt), W = self._cache
         N, nb = x.shape[0], self.basis.n_basis()
         p, g = self.params, self.grads
-        dW = (B.reshape(N, -1).T @ dy).reshape(self.in_dim, nb, self.out_dim).transpose(0, 2, 1)
-        g["coef"] += dW * p["w_sp"][..., None]
-        g["w_sp"] += (dW * p["coef"]).sum(-1)
-        need_dB = need_dx or "tau" in g
-        dB = (dy @ W.T).reshape(N, self.in_dim, nb) if need_dB else None
-        if "tau" in g:
+        if need_params:
+            dW = (B.reshape(N, -1).T @ dy).reshape(self.in_dim, nb, self.out_dim).transpose(0, 2, 1)
+            g["coef"] += dW * p["w_sp"][..., None]
+            g["w_sp"] += (dW * p["coef"]).sum(-1)
+        need_tau = need_params and "tau" in g
+        dB = (dy @ W.T).reshape(N, self.in_dim, nb) if need_dx or need_tau else None
+        if need_tau:
             g["tau"] += (dB * Bt).sum()
-        if b is not None:
+        if need_params and b is not None:
             g["w_base"] += b.T @ dy
         if not need_dx:
             return None
@@ -149,7 +151,7 @@ class KANLayer:
         """
         xp = array_module(z)
         Wt = self._spline_weights().transpose(1, 0, 2)  # (out, in, nb)
-        out = self.basis.evaluate(z, self.buffers["grid"], self.tau, derivs=cache)
+        out = self.basis.evaluate(z, self.buffers["grid"], self.tau, derivs=cache, dtau="tau" in self.params)
         B = out[0] if cache else out  # (N, out or 1, in, nb)
         if z.shape[1] == 1 and self.out_dim > 1:
             f = (B[:, 0].transpose(1, 0, 2) @ Wt.transpose(1, 2, 0)).transpose(1, 2, 0)
@@ -193,3 +195,20 @@ class KANLayer:
         if b is not None:
             dz += (df * p["w_base"].T).sum(1, keepdims=True) * db if shared else df * db * p["w_base"].T
         return dz
+
+    def derivative_pointwise(self, z: Any) -> tuple[Any, Any]:
+        """f[n,o,i] = φ_{i,o}(z[n,o,i]) and its derivative φ'_{i,o}(z[n,o,i]); z (N, out, in).
+
+        What a sampler needs from the prior: values and z-gradients, no parameter
+        gradients and no cache. φ' = w_base·b'(z) + Σ_g (w_sp ⊙ c)_g B'_g(z).
+        """
+        xp = array_module(z)
+        Wt = self._spline_weights().transpose(1, 0, 2)  # (out, in, nb)
+        B, Bz, _ = self.basis.evaluate(z, self.buffers["grid"], self.tau, derivs=True, dtau=False)
+        f = xp.einsum("noig,oig->noi", B, Wt)
+        df = xp.einsum("noig,oig->noi", Bz, Wt)
+        if self.basis.has_base_branch:
+            b, db = self.act(z)
+            f += b * self.params["w_base"].T
+            df += db * self.params["w_base"].T
+        return f, df

@@ -98,6 +98,14 @@ class UnivariatePrior:
             self._dlp0 = dlp0
         return (f + lp0).sum(axis=(1, 2))
 
+    def log_unnorm_and_grad(self, z: Any) -> tuple[Any, Any]:
+        """log p̃(z) (N,) and ∇_z log p̃(z) (N, Q, P) in one pass, for samplers: the gradient
+        of Σ_{q,p} f_{q,p}(z_{q,p}) is elementwise, f'_{q,p}(z_{q,p}) + (log π0)'(z_{q,p}).
+        No parameter gradients, no cache."""
+        f, df = self.layer.derivative_pointwise(z)
+        lp0, dlp0 = self.log_pi0(z)
+        return (f + lp0).sum(axis=(1, 2)), df + dlp0
+
     def log_unnorm_backward(self, dlogp: Any, need_dz: bool = True) -> Any:
         """dlogp (N,) = ∂L/∂log p̃(z_n) -> ∂L/∂z (N, Q, P); parameter gradients accumulate."""
         df = self.be.xp.broadcast_to(dlogp[:, None, None], (dlogp.shape[0], self.Q, self.P))

@@ -1,6 +1,8 @@
-"""The training loop: minibatches, importance-sampling steps, Adam, logging, checkpoints.
+"""The training loop: minibatches, gradient steps, Adam, logging, checkpoints.
 
-One iteration = one minibatch of B data: ``is_step`` fills the gradients, a finiteness
+One iteration = one minibatch of B data: the objective the config selects
+(``kaem.langevin.objective_mode``: importance sampling, Langevin MLE with ULA or autoMALA,
+or thermodynamic integration) fills the gradients, a finiteness
 check guards the update, Adam applies it. Every epoch the held-out log-likelihood and
 test MSE are estimated, a CSV row is appended, and a checkpoint is written atomically.
 A NaN/inf loss or gradient stops training with an error after saving the last good state
@@ -22,12 +24,25 @@ from .checkpoint import save_checkpoint
 from .config import config_to_ini
 from .evaluate import evaluate
 from .grid_update import grid_update_due
-from .importance import is_step, posterior_draws
+from .importance import posterior_draws
+from .langevin import objective_mode, training_step
 from .model import KAEM
 from .optim import Adam
 
 CSV_COLUMNS = ("time_s", "epoch", "iteration", "train_loss", "heldout_loglik_nats",
-               "bits_per_dim", "test_mse", "ess_mean", "resampled_frac", "grid_updated")
+               "bits_per_dim", "test_mse", "ess_mean", "resampled_frac", "grid_updated",
+               "accept_rate", "mean_step", "swap_rate")
+# epoch-mean CSV column <- per-iteration diagnostic key of the step function (absent in a
+# mode, or NaN throughout an epoch: the cell is left empty)
+DIAG_COLUMNS = {"ess_mean": "ess", "resampled_frac": "resampled", "accept_rate": "accept",
+                "mean_step": "step", "swap_rate": "swap"}
+
+
+def _sampler_text(diag: dict[str, Any]) -> str:
+    """Posterior-sampler diagnostics for the progress line ("" in IS mode)."""
+    parts = [f"{name} {diag[key]:.3g}" for name, key in (("acc", "accept"), ("step", "step"), ("swap", "swap"))
+             if isinstance(diag.get(key), float) and math.isfinite(diag[key])]
+    return "".join(f"| {p} " for p in parts)
 
 
 class TrainingError(RuntimeError):
@@ -67,6 +82,8 @@ class Trainer:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.elapsed = 0.0  # training seconds before this process (resume)
         self.last_grid_update = 0
+        self.mode = objective_mode(cfg)
+        self.sampler_state: dict[str, Any] = {}  # autoMALA's adapted step sizes, across iterations
 
     # ---- state ----------------------------------------------------------------------------
     @property
@@ -79,7 +96,8 @@ class Trainer:
         return {"iteration": self.iteration, "epoch": self.epoch, "seed": self.seed,
                 "dataset": self.dataset, "data_shape": list(self.model.data_shape),
                 "dtype": np.dtype(self.be.dtype).name, "rng_state": rng_state, "elapsed_s": self.elapsed,
-                "last_grid_update": self.last_grid_update}
+                "last_grid_update": self.last_grid_update, "mode": self.mode,
+                "sampler_state": self.sampler_state}
 
     def save(self, path: str) -> None:
         save_checkpoint(path, self.model.parameters(), self.model.buffers(), self.opt.state_dict(),
@@ -93,6 +111,7 @@ class Trainer:
         self.iteration = int(meta["iteration"])
         self.elapsed = float(meta.get("elapsed_s", 0.0))
         self.last_grid_update = int(meta.get("last_grid_update", 0))
+        self.sampler_state = dict(meta.get("sampler_state") or {})
         if meta.get("rng_state") and self.be.device == "cpu":
             self.rng.bit_generator.state = meta["rng_state"]
         else:  # cupy generators expose no state: continue on a stream fixed by (seed, iteration)
@@ -153,12 +172,14 @@ class Trainer:
         if self.iteration == 0 and total > 0:
             rows.append(self._epoch_row(float("nan"), {}))
         t0, start_iter = time.perf_counter(), self.iteration
-        losses, ess, res, grid_updates = [], [], [], 0
+        losses, diags, grid_updates = [], {c: [] for c in DIAG_COLUMNS}, 0
         while self.iteration < total:
             x = self.x_train[self._batch_indices()]
-            loss, diag = is_step(self.model, x, self.rng)
+            loss, diag = training_step(self.model, x, self.rng, self.iteration, total, self.sampler_state)
             losses.append(self._check_finite(loss))
-            ess.append(diag["ess"]), res.append(diag["resampled"])
+            for col, key in DIAG_COLUMNS.items():
+                if key in diag:
+                    diags[col].append(diag[key])
             self.opt.step(self.model.gradients())
             self.iteration += 1
             grid_updates += self.maybe_update_grids(diag)
@@ -166,19 +187,28 @@ class Trainer:
             if done % log_every == 0 or self.iteration == total:
                 rate = done / (time.perf_counter() - t0)
                 self.log(f"it {self.iteration}/{total} | epoch {self.epoch}/{epochs} | loss {losses[-1]:.2f} "
-                         f"| {rate:.1f} it/s | ETA {_fmt_time((total - self.iteration) / rate)}")
+                         f"{_sampler_text(diag)}| {rate:.1f} it/s | ETA {_fmt_time((total - self.iteration) / rate)}")
             epoch_end = self.iteration % self.iters_per_epoch == 0
             if epoch_end or self.iteration == total:
                 self.elapsed += time.perf_counter() - t0
                 t0, start_iter = time.perf_counter(), self.iteration
-                diag_mean = {"ess_mean": float(self.be.xp.stack(ess).mean()),
-                             "resampled_frac": float(self.be.xp.stack(res).astype(float).mean()),
-                             "grid_updated": grid_updates}
+                diag_mean = {c: m for c, v in diags.items() if math.isfinite(m := self._epoch_mean(v))}
+                diag_mean["grid_updated"] = grid_updates
                 rows.append(self._epoch_row(float(np.mean(losses)), diag_mean))
-                losses, ess, res, grid_updates = [], [], [], 0
+                losses, diags, grid_updates = [], {c: [] for c in DIAG_COLUMNS}, 0
                 if not epoch_end or self.epoch % self.t["checkpoint_every"] == 0 or self.iteration == total:
                     self.save(os.path.join(self.out_dir, "ckpt.npz"))
         return rows
+
+    def _epoch_mean(self, values: list[Any]) -> float:
+        """Mean of the finite per-iteration values (device scalars or floats); NaN if none.
+        One device->host transfer per epoch and column."""
+        if not values:
+            return float("nan")
+        xp = self.be.xp
+        a = xp.stack([xp.asarray(v, dtype=xp.float64) for v in values])
+        a = a[xp.isfinite(a)]
+        return float(a.mean()) if a.size else float("nan")
 
     def _epoch_row(self, train_loss: float, diag: dict[str, float]) -> dict[str, Any]:
         ev = self.evaluate()

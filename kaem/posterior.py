@@ -1,0 +1,95 @@
+"""A KAEM's posterior as a sampler target (the :class:`kaem.samplers.Target` protocol).
+
+Chain i of a population z (N, Q, P) targets the posterior of datum b(i) = i % B of the
+minibatch x (B, D):
+
+    log p(z_i)          = log p̃(z_i) = Σ_{q,p} [f_{q,p}(z_{i,q,p}) + log(π0(z_{i,q,p}) + ε)]
+    log p(x_b(i) | z_i) = − ‖x_b(i) − out_act(G(h(z_i)))‖² / (2σ²)
+
+with their z-gradients written by hand: the prior's through the KAN functions
+(``UnivariatePrior.log_unnorm_backward``), the likelihood's through the output activation,
+the generator (``KANGenerator.backward`` without parameter gradients) and the sum
+h_q = Σ_p z_{q,p}. The prior is left
+unnormalised: log Z does not depend on z, so it changes no sampler (and replica exchange
+only looks at the likelihood).
+
+A population laid out temperature-major, i = k·B + b (what
+:func:`kaem.samplers.thermo_sample` uses), or as R chains per datum, i = r·B + b, therefore
+has datum b in its last index, as replica exchange requires.
+
+Injection noise (σ_n of spec §1.4) is NOT used inside the sampler by default: the target
+is the noise-free likelihood N(x; out_act(g), σ²I), a deterministic function of z. With
+noise redrawn at every evaluation the target would be a different random function at
+every call, which breaks autoMALA's Metropolis test and reversibility check (they compare
+log π at z and z' evaluated with different noise) and turns ULA's gradient into a noisy
+one. The Julia reference does the same (its sampler passes a zero noise vector); the
+injection noise enters the training losses (``kaem/langevin.py``), as in IS.
+``injection_noise=True`` is offered for experiments (fresh noise per evaluation).
+
+Neither gradient touches the parameter gradients: the prior's comes from
+``UnivariatePrior.log_unnorm_and_grad`` (elementwise derivatives, no backward pass) and
+the generator's backward runs with ``need_params=False``. ``bench/samplers.py`` measures
+where a sampler step's time goes.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .generator import input_grad_to_latent, latent_to_input
+from .likelihood import apply_output_activation, output_activation_grad
+from .model import KAEM
+
+
+class KAEMPosterior:
+    """The tempered-posterior target of a KAEM for a minibatch x (B, D).
+
+    Args:
+        model: the KAEM (its current parameters are used at every evaluation).
+        x: (B, D) data on the model's device.
+        injection_noise: add σ_n·ξ (fresh ξ per evaluation, from ``rng``) to the generator
+            output inside the likelihood; off by default (see module docstring).
+        rng: noise source, needed only with ``injection_noise``.
+    """
+
+    def __init__(self, model: KAEM, x: Any, injection_noise: bool = False, rng: Any = None) -> None:
+        if injection_noise and rng is None:
+            raise ValueError("injection_noise needs an rng")
+        self.model, self.x, self.B = model, x, x.shape[0]
+        self.injection_noise, self.rng = injection_noise, rng
+        self._x_rows: Any = None
+        self.n_evals = 0  # log_lik evaluations (population-wide)
+
+    def datum_index(self, n: int) -> Any:
+        """b(i) = i % B for chains i = 0..n−1."""
+        return self.model.be.xp.arange(n) % self.B
+
+    def rows(self, n: int) -> Any:
+        """x_b(i) for i = 0..n−1, (n, D); n must be a multiple of B (cached per n)."""
+        if n % self.B:
+            raise ValueError(f"population size {n} is not a multiple of the batch size {self.B}")
+        if self._x_rows is None or self._x_rows.shape[0] != n:
+            self._x_rows = self.model.be.xp.tile(self.x, (n // self.B, 1))
+        return self._x_rows
+
+    # ---- Target protocol ------------------------------------------------------------------
+    def log_prior(self, z: Any) -> tuple[Any, Any]:
+        """log p̃(z) (N,) and ∇_z log p̃(z) (N, Q, P)."""
+        return self.model.prior.log_unnorm_and_grad(z)
+
+    def log_lik(self, z: Any) -> tuple[Any, Any]:
+        """log p(x_b(i) | z_i) (N,), constant dropped, and its gradient in z (N, Q, P)."""
+        m = self.model
+        xp, lik = m.be.xp, m.lik
+        x = self.rows(z.shape[0])
+        g = m.generator.forward(latent_to_input(z), cache=True)
+        if self.injection_noise and lik.noise > 0:
+            g = g + lik.noise * self.rng.standard_normal(g.shape, dtype=g.dtype)
+        y = apply_output_activation(lik.out_act, g)
+        r = x - y
+        inv = 1.0 / lik.sigma ** 2
+        ll = xp.einsum("nd,nd->n", r, r) * (-0.5 * inv)
+        r *= output_activation_grad(lik.out_act, y)
+        r *= inv  # ∂ll/∂g = (x − y)·out_act'(y)/σ²
+        dh = m.generator.backward(r, need_dh=True, need_params=False)
+        self.n_evals += 1
+        return ll, input_grad_to_latent(dh, m.P)
