@@ -4,6 +4,7 @@
     python cli.py train  --dataset fmnist --epochs 1 --out runs/fmnist
     python cli.py sample --ckpt runs/fmnist/ckpt.npz --n 64 --out samples.png
     python cli.py eval   --ckpt runs/fmnist/ckpt.npz
+    python cli.py sweep  --dataset fmnist --epochs 10      # π0 × basis, summary table
 
 Every failure prints one line starting with "error:" and exits non-zero; existing
 checkpoints and dataset files are never modified by a failing command.
@@ -33,9 +34,6 @@ def _positive_int(text: str) -> int:
     return v
 
 
-MODES = ("is", "ula", "automala", "thermo")
-
-
 def mode_overrides(mode: str, num_temps: int) -> list[str]:
     """The --set overrides that ``--mode`` stands for, given the configured num_temps.
 
@@ -50,16 +48,20 @@ def mode_overrides(mode: str, num_temps: int) -> list[str]:
                 f"{ti}=1"]
     if mode == "thermo":
         return [f"{ti}=5"] if num_temps == 1 else []
+    from kaem.langevin import MODES
+
     raise CLIError(f"unknown --mode {mode!r}; valid: {', '.join(MODES)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from kaem.backend import DEVICES, DTYPES
+    from kaem.config import DATASET_DEFAULTS
     from kaem.data import DATASETS
+    from kaem.langevin import MODES
 
     p = argparse.ArgumentParser(prog="cli.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample,eval}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,sweep}")
 
     def device_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--device", choices=DEVICES, default="cpu",
@@ -70,32 +72,48 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data-dir", default="data", help="dataset cache folder (default: data)")
         sp.add_argument("--no-download", action="store_true", help="never download; fail if files are missing")
 
+    def run_args(sp: argparse.ArgumentParser) -> None:
+        """Options shared by train and sweep."""
+        sp.add_argument("--set", action="append", default=[], metavar="SECTION.key=value",
+                        help="override one config value (repeatable), e.g. --set EbmModel.grid_size=10")
+        sp.add_argument("--epochs", type=_positive_int, help="epochs in total (default: TRAINING.N_epochs)")
+        sp.add_argument("--max-iters", type=_positive_int, help="stop after this many iterations in total")
+        sp.add_argument("--n-train", type=_positive_int, help="training images used (default: TRAINING.N_train)")
+        sp.add_argument("--n-test", type=_positive_int, help="held-out images for the per-epoch evaluation (default: TRAINING.N_test)")
+        sp.add_argument("--batch-size", type=_positive_int, help="minibatch size (default: TRAINING.batch_size)")
+        sp.add_argument("--dtype", choices=DTYPES, help="float type (default: TRAINING.dtype)")
+        sp.add_argument("--log-every", type=_positive_int, default=50, help="progress line every N iterations (default: 50)")
+        device_args(sp)
+        data_args(sp)
+
     t = sub.add_parser("train", help="train a model (importance sampling, Langevin or thermodynamic)",
                        description="Train a KAEM by maximum likelihood with importance sampling (default), "
                                    "Langevin posterior sampling (ULA or autoMALA) or thermodynamic integration. "
                                    "Writes OUT/ckpt.npz (each epoch and at the end) and OUT/log.csv (one row per epoch).")
-    t.add_argument("--dataset", choices=DATASETS, default=None, help="dataset (default: mnist; from the checkpoint with --resume)")
+    t.add_argument("--dataset", choices=DATASETS, default=None, help="dataset (default: mnist, or the preset's; from the checkpoint with --resume)")
+    t.add_argument("--preset", choices=list(DATASET_DEFAULTS), default=None,
+                   help="built-in config defaults (default: the dataset's own); e.g. fmnist-fft = FFT bases, G=50")
     t.add_argument("--config", metavar="FILE", help="INI file with the reference's sections and keys")
-    t.add_argument("--set", action="append", default=[], metavar="SECTION.key=value",
-                   help="override one config value (repeatable), e.g. --set EbmModel.grid_size=10")
     t.add_argument("--mode", choices=MODES,
                    help="objective, a shorthand for config keys (applied before --set; a --set that "
                         "contradicts it is an error): is = importance sampling; "
                         "ula = POST_LANGEVIN.use_langevin=true; automala = that and use_autoMALA=true; "
                         "thermo = THERMODYNAMIC_INTEGRATION.num_temps=5 unless the config sets more than 1 "
                         "(default: whatever the config selects, IS for the defaults)")
-    t.add_argument("--epochs", type=_positive_int, help="epochs in total (default: TRAINING.N_epochs)")
-    t.add_argument("--max-iters", type=_positive_int, help="stop after this many iterations in total")
-    t.add_argument("--n-train", type=_positive_int, help="training images used (default: TRAINING.N_train)")
-    t.add_argument("--n-test", type=_positive_int, help="held-out images for the per-epoch evaluation (default: TRAINING.N_test)")
-    t.add_argument("--batch-size", type=_positive_int, help="minibatch size (default: TRAINING.batch_size)")
-    t.add_argument("--dtype", choices=DTYPES, help="float type (default: TRAINING.dtype)")
-    t.add_argument("--out", metavar="DIR", help="output folder (default: runs/DATASET, or the checkpoint's folder with --resume)")
+    t.add_argument("--out", metavar="DIR", help="output folder (default: runs/PRESET, or the checkpoint's folder with --resume)")
     t.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint at its saved iteration")
-    t.add_argument("--log-every", type=_positive_int, default=50, help="progress line every N iterations (default: 50)")
-    device_args(t)
-    data_args(t)
+    run_args(t)
 
+    w = sub.add_parser("sweep", help="the reference's π0 × basis sweep, one run after the other",
+                       description="Train one model per π0 ∈ {uniform, gaussian, lognormal, ebm} × basis ∈ "
+                                   "{RBF (G=20), FFT (G=50)} into OUT/<π0>-<basis>/, then write OUT/summary.csv "
+                                   "and OUT/summary.md (final held-out log-likelihood, test MSE, wall time). "
+                                   "Runs whose checkpoint exists are resumed (a finished one is not retrained); "
+                                   "a failing run is recorded and the sweep goes on.")
+    w.add_argument("--dataset", choices=DATASETS, default="fmnist", help="dataset (default: fmnist)")
+    w.add_argument("--out", metavar="DIR", help="sweep folder (default: runs/sweep-DATASET)")
+    w.add_argument("--only", nargs="+", metavar="RUN", help="run only these, e.g. --only ebm-RBF gaussian-FFT")
+    run_args(w)
     s = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")
     s.add_argument("--ckpt", required=True, help="checkpoint (.npz) written by train")
     s.add_argument("--n", type=_positive_int, default=64, help="number of samples (default: 64)")
@@ -125,7 +143,7 @@ def _load_data(dataset: str, args: Any, n_train: int | None, n_test: int) -> tup
 def cmd_train(args: Any) -> int:
     from kaem.backend import get_backend
     from kaem.checkpoint import load_checkpoint, restore_model
-    from kaem.config import config_from_ini, load_config
+    from kaem.config import config_from_ini, load_config, preset_dataset
     from kaem.data import dataset_shape
     from kaem.langevin import objective_mode
     from kaem.model import KAEM
@@ -133,9 +151,9 @@ def cmd_train(args: Any) -> int:
 
     ckpt = None
     if args.resume:
-        if args.config or args.set or args.n_train or args.batch_size or args.dtype:
-            raise CLIError("--resume continues the stored run: --config, --set, --n-train, --batch-size "
-                           "and --dtype cannot change it (start a new run with --out instead)")
+        if args.config or args.set or args.n_train or args.batch_size or args.dtype or args.preset:
+            raise CLIError("--resume continues the stored run: --config, --preset, --set, --n-train, "
+                           "--batch-size and --dtype cannot change it (start a new run with --out instead)")
         ckpt = load_checkpoint(args.resume)
         dataset = ckpt["meta"]["dataset"]
         if args.dataset and args.dataset != dataset:
@@ -146,19 +164,22 @@ def cmd_train(args: Any) -> int:
                            "(a resumed run keeps its objective)")
         out = args.out or os.path.dirname(os.path.abspath(args.resume))
     else:
-        dataset = args.dataset or "mnist"
+        preset = args.preset or args.dataset or "mnist"
+        dataset = args.dataset or preset_dataset(preset)
+        if preset_dataset(preset) != dataset:
+            raise CLIError(f"--preset {preset} is for {preset_dataset(preset)}, not --dataset {dataset}")
         overrides = list(args.set)
         for key, val in (("N_train", args.n_train), ("batch_size", args.batch_size), ("dtype", args.dtype)):
             if val is not None:
                 overrides.append(f"TRAINING.{key}={val}")
         if args.mode:  # the mode's keys first, so that explicit --set values win
-            num_temps = load_config(dataset, args.config, overrides)["THERMODYNAMIC_INTEGRATION"]["num_temps"]
+            num_temps = load_config(preset, args.config, overrides)["THERMODYNAMIC_INTEGRATION"]["num_temps"]
             overrides = mode_overrides(args.mode, num_temps) + overrides
-        cfg = load_config(dataset, args.config, overrides)
+        cfg = load_config(preset, args.config, overrides)
         if args.mode and objective_mode(cfg) != args.mode:
             raise CLIError(f"--mode {args.mode} conflicts with the --set/--config values, which select "
                            f"{objective_mode(cfg)}")
-        out = args.out or os.path.join("runs", dataset)
+        out = args.out or os.path.join("runs", preset)
         if os.path.exists(os.path.join(out, "ckpt.npz")):
             raise CLIError(f"{os.path.join(out, 'ckpt.npz')} already exists; continue it with "
                            f"--resume {os.path.join(out, 'ckpt.npz')} or choose another --out")
@@ -229,6 +250,44 @@ def cmd_eval(args: Any) -> int:
     return 0
 
 
+def cmd_sweep(args: Any) -> int:
+    """Each planned run is an ordinary ``train`` (resumed if its checkpoint exists); the
+    summary is rewritten after every run, so it is current even if the sweep stops."""
+    from kaem.sweep import summary_entry, sweep_plan, write_summary
+
+    out = args.out or os.path.join("runs", f"sweep-{args.dataset}")
+    plan = sweep_plan(args.dataset)
+    names = [p["run"] for p in plan]
+    if args.only:
+        unknown = sorted(set(args.only) - set(names))
+        if unknown:
+            raise CLIError(f"--only: unknown run(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+        plan = [p for p in plan if p["run"] in args.only]
+    entries = []
+    for i, p in enumerate(plan, 1):
+        run_dir = os.path.join(out, p["run"])
+        ckpt = os.path.join(run_dir, "ckpt.npz")
+        print(f"=== sweep {i}/{len(plan)}: {p['run']} (preset {p['preset']}) -> {run_dir}", file=sys.stderr)
+        resume = os.path.exists(ckpt)
+        train_args = argparse.Namespace(**{**vars(args), "dataset": args.dataset, "preset": None if resume else p["preset"],
+                                           "config": None, "mode": None, "out": run_dir,
+                                           "resume": ckpt if resume else None,
+                                           "set": [] if resume else p["overrides"] + list(args.set)})
+        if resume:
+            for k in ("n_train", "batch_size", "dtype"):
+                setattr(train_args, k, None)
+        try:
+            cmd_train(train_args)
+            entries.append(summary_entry(p, run_dir, "ok"))
+        except Exception as e:  # one diverging or broken run must not end the sweep
+            entries.append(summary_entry(p, run_dir, "failed", f"{type(e).__name__}: {e}"))
+            print(f"error: run {p['run']} failed: {e}", file=sys.stderr)
+        csv_path, md_path = write_summary(out, entries)
+    print(open(md_path).read())
+    print(f"wrote {csv_path} and {md_path}")
+    return 0 if all(e["status"] == "ok" for e in entries) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from kaem.backend import BackendError
     from kaem.checkpoint import CheckpointError
@@ -237,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kaem.train import TrainingError
 
     args = build_parser().parse_args(argv)
-    commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+    commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "sweep": cmd_sweep}
     try:
         return commands[args.command](args)
     except (CLIError, ConfigError, DatasetError, CheckpointError, BackendError, TrainingError) as e:

@@ -1,8 +1,12 @@
 """Shared fixtures: float64 CPU backend and tiny KAEM configs for gradient checks."""
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 import sys
+
+import numpy as np
 
 import pytest
 
@@ -34,3 +38,25 @@ def randomise(model, rng, scale: float = 0.3) -> None:
     """Move every parameter away from its initialisation (non-trivial FD checks)."""
     for p in model.parameters().values():
         p += scale * rng.standard_normal(p.shape)
+
+
+def _write_idx(path, arr):
+    header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + arr.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A 'fmnist' folder of blurry random blobs in IDX format (the real layout)."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "fmnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:28, :28]
+    for prefix, n in (("train", 200), ("t10k", 60)):
+        cy, cx = rng.uniform(8, 20, (2, n, 1, 1))
+        img = 255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 30.0)
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", img)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    return str(root)

@@ -4,11 +4,9 @@ checkpoint, refusing to overwrite a run) that must exit non-zero and leave files
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import json
 import os
-import struct
 import subprocess
 import sys
 
@@ -22,28 +20,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--set", "EbmModel.layer_widths=4,9", "--set", "GeneratorModel.widths=9,16",
         "--set", "EbmModel.grid_size=5", "--set", "GeneratorModel.grid_size=5",
         "--set", "TRAINING.importance_sample_size=20", "--set", "TRAINING.eval_importance_samples=100"]
-
-
-def _write_idx(path, arr):
-    header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + b"".join(struct.pack(">I", d) for d in arr.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + arr.astype(np.uint8).tobytes())
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """A 'fmnist' folder of blurry random blobs in IDX format (the real layout)."""
-    root = tmp_path_factory.mktemp("data")
-    folder = root / "fmnist"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:28, :28]
-    for prefix, n in (("train", 200), ("t10k", 60)):
-        cy, cx = rng.uniform(8, 20, (2, n, 1, 1))
-        img = 255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 30.0)
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", img)
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
-    return str(root)
 
 
 def _sha(path):
