@@ -168,8 +168,11 @@ class UnivariatePrior:
         cdf /= cdf[:, -1:]
         edges = lo[None, :] + xp.concatenate([xp.zeros((1, P), w.dtype), xp.cumsum(w, axis=0)])
         edges = xp.broadcast_to(edges.T[None], (Q, P, edges.shape[0])).reshape(Q * P, -1)
-        u_shape = (n, 1, P) if self.shared_uniform else (n, Q, P)
-        u = xp.broadcast_to(rng.random(u_shape, dtype=self.be.dtype), (n, Q, P))
-        u = u.reshape(n, Q * P).T  # (QP, n)
-        z = rowwise_interp(u, cdf, edges)  # (QP, n)
-        return xp.ascontiguousarray(z.T.reshape(n, Q, P)).astype(self.be.dtype, copy=False)
+        Qu = 1 if self.shared_uniform else Q  # shared: one u_p for every q (the KART reading)
+        u = rng.random((n, Qu, P), dtype=self.be.dtype).transpose(1, 2, 0)  # (Qu, P, n)
+        # sorted queries make the search cheap (each continues from the last); undone below
+        order = xp.argsort(u, axis=2)
+        u = xp.broadcast_to(xp.take_along_axis(u, order, axis=2), (Q, P, n)).reshape(Q * P, n)
+        z = rowwise_interp(u, cdf, edges).reshape(Q, P, n)  # sorted along n
+        z = xp.take_along_axis(z, xp.argsort(order, axis=2), axis=2)  # back to draw order
+        return xp.ascontiguousarray(z.transpose(2, 0, 1)).astype(self.be.dtype, copy=False)
