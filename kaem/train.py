@@ -82,6 +82,7 @@ class Trainer:
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.elapsed = 0.0  # training seconds before this process (resume)
         self.last_grid_update = 0
+        self._perm: tuple[int, Any] = (-1, None)  # (epoch, its permutation of the training rows)
         self.mode = objective_mode(cfg)
         self.sampler_state: dict[str, Any] = {}  # autoMALA's adapted step sizes, across iterations
 
@@ -121,9 +122,11 @@ class Trainer:
     def _batch_indices(self) -> Any:
         """This iteration's rows: a per-epoch permutation fixed by (seed, epoch), so a resumed
         run visits the same batches as an uninterrupted one."""
-        perm = self.be.rng(_seed_for(self.seed, 1, self.epoch)).permutation(self.x_train.shape[0])
+        if self._perm[0] != self.epoch:  # a uniform random permutation (cupy's Generator has none)
+            keys = self.be.rng(_seed_for(self.seed, 1, self.epoch)).random(self.x_train.shape[0])
+            self._perm = (self.epoch, self.be.xp.argsort(keys))
         k = self.iteration % self.iters_per_epoch
-        return perm[k * self.batch:(k + 1) * self.batch]
+        return self._perm[1][k * self.batch:(k + 1) * self.batch]
 
     def _check_finite(self, loss: Any) -> float:
         """One device->host sync per iteration: the loss and the sum of all gradients."""
