@@ -60,3 +60,16 @@ def data_dir(tmp_path_factory):
         _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", img)
         _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
     return str(root)
+
+
+def real_fmnist(n_train: int, n_test: int):
+    """The first n_train / n_test real Fashion-MNIST images, or skip the test saying how to
+    get them (Debian's dataset-fashion-mnist, or the IDX files in data/fmnist/)."""
+    from kaem.data import DatasetError, load_dataset
+
+    try:
+        return (load_dataset("fmnist", "train", "data", download=False, n=n_train),
+                load_dataset("fmnist", "test", "data", download=False, n=n_test))
+    except DatasetError as e:
+        pytest.skip(f"real Fashion-MNIST not available (apt-get install dataset-fashion-mnist, or put the "
+                    f"IDX files in data/fmnist/): {e}")

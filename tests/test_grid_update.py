@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import real_fmnist
 from kaem.backend import get_backend
 from kaem.config import load_config
 from kaem.grid_update import (DOMAIN_MARGIN, blended_grid, grid_update_due, prior_domain_from_grid,
@@ -132,14 +133,9 @@ def test_schedule_interval_grows():
 
 
 def test_training_with_frequent_grid_updates_stays_finite_and_improves(tmp_path):
-    from kaem.data import DatasetError, load_dataset
     from kaem.train import Trainer
 
-    try:
-        x_train = load_dataset("fmnist", "train", "data", download=False, n=1000)
-        x_test = load_dataset("fmnist", "test", "data", download=False, n=300)
-    except DatasetError as e:
-        pytest.skip(f"real Fashion-MNIST not available (apt-get install dataset-fashion-mnist): {e}")
+    x_train, x_test = real_fmnist(1000, 300)
     be = get_backend("cpu", "float32")
     cfg = load_config("fmnist", overrides=["GRID_UPDATING.grid_update_frequency=4",
                                            "TRAINING.eval_importance_samples=300"])

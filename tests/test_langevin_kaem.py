@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 import cli
-from conftest import randomise, tiny_config
+from conftest import randomise, real_fmnist, tiny_config
 from gradcheck import check_grad, rel_error
 from kaem.backend import get_backend
 from kaem.config import load_config
-from kaem.data import DatasetError, load_dataset
 from kaem.langevin import (langevin_loss_and_grad, langevin_step, objective_mode, thermo_loss_and_grad,
                            thermo_step, ti_weights, training_step)
 from kaem.model import KAEM
@@ -344,15 +343,6 @@ def test_cli_train_mode_end_to_end(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- real data
 
-def _fmnist(n_train, n_test):
-    try:
-        return (load_dataset("fmnist", "train", "data", download=False, n=n_train),
-                load_dataset("fmnist", "test", "data", download=False, n=n_test))
-    except DatasetError as e:
-        pytest.skip(f"real Fashion-MNIST not available (apt-get install dataset-fashion-mnist, or put the "
-                    f"IDX files in data/fmnist/): {e}")
-
-
 # A smaller KAEM than the MNIST architecture so that each mode trains in well under 40 s on
 # 2 cores: P=10, Q=21, generator 21->42->784 (RBF, G=20), batch 50, 300 test images scored
 # with S=300 prior samples; grids updated every 10 iterations (exercises grid updating from
@@ -375,7 +365,7 @@ def test_short_training_on_real_fmnist_in_each_mode(tmp_path, mode):
     more than the estimator's spread (the untrained model is thousands of nats lower), the
     run must stay finite, and the sampler columns must be filled."""
     n_train, extra = TRAIN_MODES[mode]
-    x_train, x_test = _fmnist(n_train, 300)
+    x_train, x_test = real_fmnist(n_train, 300)
     be = get_backend("cpu", "float32")
     model = KAEM(load_config("fmnist", overrides=SMALL + extra), (1, 28, 28), be, seed=0)
     assert objective_mode(model.cfg) == mode

@@ -6,21 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import real_fmnist, tiny_config
 from kaem.backend import get_backend
 from kaem.config import load_config
-from kaem.data import DatasetError, load_dataset
 from kaem.model import KAEM
 from kaem.train import Trainer, TrainingError
-
-
-def _fmnist(n_train, n_test):
-    try:
-        return (load_dataset("fmnist", "train", "data", download=False, n=n_train),
-                load_dataset("fmnist", "test", "data", download=False, n=n_test))
-    except DatasetError as e:
-        pytest.skip(f"real Fashion-MNIST not available (apt-get install dataset-fashion-mnist, or put the "
-                    f"IDX files in data/fmnist/): {e}")
 
 
 def test_short_training_on_real_fmnist_raises_heldout_loglik(tmp_path):
@@ -28,7 +18,7 @@ def test_short_training_on_real_fmnist_raises_heldout_loglik(tmp_path):
     iterations. The held-out estimate on the same 500 test images with the same prior
     draws (fixed evaluation seed) must rise; the untrained model scores thousands of
     nats lower, far beyond the estimator's spread."""
-    x_train, x_test = _fmnist(2000, 500)
+    x_train, x_test = real_fmnist(2000, 500)
     be = get_backend("cpu", "float32")
     cfg = load_config("fmnist", overrides=["TRAINING.eval_importance_samples=500"])
     model = KAEM(cfg, (1, 28, 28), be, seed=0)
