@@ -12,7 +12,13 @@ Two ways to use the same parameters:
   own scalar input, no sum over i. With in = P and out = Q this is f_{q,p}(z_{q,p}) with
   the (q, p) indexing explicit (spec 7.1).
 
-Forward caches what backward needs; backward accumulates into ``self.grads``.
+Forward caches what backward needs; backward accumulates into ``self.grads`` (or, with
+``need_params=False``, returns only the input gradient a sampler needs).
+``derivative_pointwise`` gives φ and φ' elementwise, for the prior's z-gradient.
+
+Initialisation (spec 2): w_base = glorot-normal · (μ_scale + σ_base·(2n − 1))/√in with
+n ~ N(0, 1) per entry; w_sp = glorot-normal · σ_spline; c from the basis (least-squares
+fit of small noise on the grid, or the FFT / Chebyshev scalings).
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .activations import get_activation
-from .backend import array_module
+from .backend import Backend, array_module
 from .bases import make_basis
 
 
@@ -62,7 +68,7 @@ class KANLayer:
     Buffers (``self.buffers``): grid (in, n_knots) or None, tau () when frozen.
     """
 
-    def __init__(self, be: Any, in_dim: int, out_dim: int, spec: KANSpec, rng: Any) -> None:
+    def __init__(self, be: Backend, in_dim: int, out_dim: int, spec: KANSpec, rng: Any) -> None:
         xp, dt = be.xp, be.dtype
         self.in_dim, self.out_dim, self.spec = in_dim, out_dim, spec
         self.basis = make_basis(spec.basis, spec.grid_size, spec.degree)
