@@ -5,6 +5,7 @@
     python cli.py sample --ckpt runs/fmnist/ckpt.npz --n 64 --out samples.png
     python cli.py eval   --ckpt runs/fmnist/ckpt.npz
     python cli.py sweep  --dataset fmnist --epochs 10      # π0 × basis, summary table
+    python cli.py plot-prior --ckpt runs/fmnist/ckpt.npz --out prior.png   # learned π_{q,p}
 
 Every failure prints one line starting with "error:" and exits non-zero; existing
 checkpoints and dataset files are never modified by a failing command.
@@ -61,12 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="cli.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,sweep}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,sweep,plot-prior}")
 
-    def device_args(sp: argparse.ArgumentParser) -> None:
+    def device_args(sp: argparse.ArgumentParser, seed: bool = True) -> None:
         sp.add_argument("--device", choices=DEVICES, default="cpu",
                         help="cpu (numpy), gpu (cupy; needs the [gpu] extra) or auto (default: cpu)")
-        sp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        if seed:
+            sp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
     def data_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--data-dir", default="data", help="dataset cache folder (default: data)")
@@ -128,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the result as one JSON object")
     device_args(e)
     data_args(e)
+
+    pp = sub.add_parser("plot-prior", help="plot the learned prior densities π_{q,p} into a PNG",
+                        description="Plot the normalised prior densities π_{q,p}(z) = exp(f_{q,p}(z)) π0(z) / Z_{q,p} "
+                                    "of a checkpoint on their integration intervals, one panel per (q, p) "
+                                    "(rows q, columns p, 0-based), with π0 dashed for comparison.")
+    pp.add_argument("--ckpt", required=True, help="checkpoint (.npz) written by train")
+    pp.add_argument("--out", default="prior.png", help="PNG path (default: prior.png)")
+    pp.add_argument("--q", type=int, nargs="+", metavar="Q", help="q indices, 0-based (default: the first 8)")
+    pp.add_argument("--p", type=int, nargs="+", metavar="P", help="p indices, 0-based (default: the first 5)")
+    pp.add_argument("--points", type=_positive_int, default=400, help="grid points per curve (default: 400)")
+    pp.add_argument("--no-pi0", action="store_true", help="leave out the dashed π0 curves")
+    device_args(pp, seed=False)
     return p
 
 
@@ -208,6 +222,7 @@ def cmd_train(args: Any) -> int:
 def cmd_sample(args: Any) -> int:
     from kaem.backend import get_backend, to_numpy
     from kaem.checkpoint import load_checkpoint, restore_model
+    from kaem.atomic import atomic_open
     from kaem.images import image_grid, save_png
 
     ckpt = load_checkpoint(args.ckpt)
@@ -220,9 +235,8 @@ def cmd_sample(args: Any) -> int:
     print(f"wrote {args.out} ({args.n} samples)")
     if args.npy:
         npy = args.out[:-4] + ".npy"
-        tmp = npy + ".tmp.npy"
-        np.save(tmp, x)
-        os.replace(tmp, npy)
+        with atomic_open(npy, "wb", suffix=".npy") as fh:
+            np.save(fh, x)
         print(f"wrote {npy} {x.shape}")
     return 0
 
@@ -288,6 +302,32 @@ def cmd_sweep(args: Any) -> int:
     return 0 if all(e["status"] == "ok" for e in entries) else 1
 
 
+def cmd_plot_prior(args: Any) -> int:
+    from kaem.backend import get_backend
+    from kaem.checkpoint import load_checkpoint, restore_model
+    from kaem.plots import prior_density_grid, save_image
+
+    if not args.out.lower().endswith(".png"):
+        raise CLIError(f"--out must be a .png path, got {args.out!r}")
+    if args.points < 2:
+        raise CLIError(f"--points must be at least 2, got {args.points}")
+    ckpt = load_checkpoint(args.ckpt)
+    be = get_backend(args.device, ckpt["meta"].get("dtype", "float32"))
+    model = restore_model(ckpt, be)
+    prior = model.prior
+    for flag, idx, size in (("--q", args.q, prior.Q), ("--p", args.p, prior.P)):
+        bad = [i for i in idx or [] if not 0 <= i < size]
+        if bad:
+            raise CLIError(f"{flag} {bad[0]} is out of range: this checkpoint has {flag[2:].upper()} = {size}, "
+                           f"valid {flag} values are 0..{size - 1}")
+    title = (f"prior densities pi_qp(z) = exp(f_qp(z)) pi0(z) / Z_qp of {os.path.basename(args.ckpt)}, "
+             f"iteration {int(ckpt['meta']['iteration'])}")
+    img = prior_density_grid(prior, args.q, args.p, n_points=args.points, show_pi0=not args.no_pi0, title=title)
+    save_image(args.out, img)
+    print(f"wrote {args.out} ({img.size[0]}x{img.size[1]} px)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from kaem.backend import BackendError
     from kaem.checkpoint import CheckpointError
@@ -296,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kaem.train import TrainingError
 
     args = build_parser().parse_args(argv)
-    commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "sweep": cmd_sweep}
+    commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "sweep": cmd_sweep,
+                "plot-prior": cmd_plot_prior}
     try:
         return commands[args.command](args)
     except (CLIError, ConfigError, DatasetError, CheckpointError, BackendError, TrainingError) as e:

@@ -50,6 +50,7 @@ from kaem.config import load_config  # noqa: E402
 from kaem.importance import is_step  # noqa: E402
 from kaem.model import KAEM  # noqa: E402
 from kaem.optim import Adam  # noqa: E402
+from kaem.plots import Series, canvas, panel, save_image  # noqa: E402
 from kaem.posterior import KAEMPosterior  # noqa: E402
 from kaem.samplers import temperature_ladder, thermo_sample, ula  # noqa: E402
 
@@ -239,44 +240,16 @@ def write_csv(path: str, rows: list[dict]) -> None:
 
 
 def plot_png(path: str, panels: list[tuple[str, str, list[float], list[float], dict]]) -> None:
-    """Three scatter + fitted-line panels drawn with Pillow (no plotting library needed)."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    W, H, pad = 420, 330, (58, 20, 48, 46)  # left, right, top, bottom
-    img = Image.new("RGB", (W * len(panels), H), "white")
-    d = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
+    """Three scatter + fitted-line panels drawn with Pillow (``kaem.plots``, no plotting library)."""
+    W, H = 420, 330
+    img, d = canvas(W * len(panels), H)
     for i, (title, xlabel, xs, ys, f) in enumerate(panels):
-        ox = i * W
-        x0, x1, y0, y1 = ox + pad[0], ox + W - pad[1], H - pad[3], pad[2]
-        xmin, xmax = min(xs), max(xs)
-        ymax = max(max(ys), f["slope_s"] * xmax + f["intercept_s"]) * 1.1
-        ymin = 0.0
-
-        def px(x, y):
-            return (x0 + (x - xmin) / (xmax - xmin) * (x1 - x0), y0 - (y - ymin) / (ymax - ymin) * (y0 - y1))
-
-        d.rectangle([x0, y1, x1, y0], outline="black")
-        for k in range(5):
-            yv = ymin + k * (ymax - ymin) / 4
-            _, yp = px(xmin, yv)
-            d.line([x0 - 4, yp, x0, yp], fill="black")
-            d.text((ox + 4, yp - 6), f"{yv:.2f}", fill="black", font=font)
-        for xv in xs:
-            xp, _ = px(xv, 0)
-            d.line([xp, y0, xp, y0 + 4], fill="black")
-            d.text((xp - 6, y0 + 6), f"{xv:g}", fill="black", font=font)
-        d.line([px(xmin, f["slope_s"] * xmin + f["intercept_s"]), px(xmax, f["slope_s"] * xmax + f["intercept_s"])],
-               fill=(200, 60, 60), width=2)
-        for xv, yv in zip(xs, ys):
-            cx, cy = px(xv, yv)
-            d.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=(30, 90, 200))
-        d.text((ox + pad[0], 6), title, fill="black", font=font)
-        d.text((ox + pad[0], 18), f"slope {f['slope_s'] * 1e3:.1f} ms/unit, R2 {f['r2']:.3f}, "
-                                  f"log-log exp {f['loglog_exponent']:.2f}", fill=(200, 60, 60), font=font)
-        d.text(((x0 + x1) / 2 - 30, H - 18), xlabel, fill="black", font=font)
-        d.text((ox + 4, y1 - 24), "seconds", fill="black", font=font)
-    img.save(path)
+        slope, icpt = f["slope_s"], f["intercept_s"]
+        panel(d, (i * W, 0, W, H), [Series(xs, ys, kind="scatter")], title=title,
+              subtitle=f"slope {slope * 1e3:.1f} ms/unit, R2 {f['r2']:.3f}, log-log exp {f['loglog_exponent']:.2f}",
+              xlabel=xlabel, ylabel="seconds", xlim=(min(xs), max(xs)),
+              ylim=(0.0, max(max(ys), slope * max(xs) + icpt) * 1.1), xticks=xs, yticks=5, fit=(slope, icpt))
+    save_image(path, img)
 
 
 def main() -> None:

@@ -8,19 +8,19 @@ Layout (all arrays stored on the host):
     buffer/<name>             grids, frozen τ, prior domain (``KAEM.buffers()``)
     adam/t, adam/m/<name>, adam/v/<name>   optimiser state
 
-Files are written to a temporary name in the same folder and moved into place with
-``os.replace``, so an interrupted write never leaves a half checkpoint under the real name.
+Files are written atomically (``kaem/atomic.py``): an interrupted write never leaves a half
+checkpoint under the real name.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_open
 from .backend import to_numpy
 
 FORMAT = "kaem-checkpoint"
@@ -33,7 +33,7 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(path: str, params: dict[str, Any], buffers: dict[str, Any],
                     optimizer_state: dict[str, Any], config_ini: str, meta: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (temporary file + ``os.replace``)."""
+    """Write a checkpoint atomically (``atomic_open``)."""
     arrays: dict[str, Any] = {
         "format": np.array(FORMAT), "version": np.array(VERSION),
         "config": np.array(config_ini), "meta": np.array(json.dumps(meta)),
@@ -41,19 +41,8 @@ def save_checkpoint(path: str, params: dict[str, Any], buffers: dict[str, Any],
     arrays.update({f"param/{k}": to_numpy(v) for k, v in params.items()})
     arrays.update({f"buffer/{k}": to_numpy(v) for k, v in buffers.items()})
     arrays.update({f"adam/{k}": to_numpy(v) for k, v in optimizer_state.items()})
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "wb", suffix=".npz") as fh:
+        np.savez(fh, **arrays)
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:

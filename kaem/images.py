@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from .atomic import atomic_open
 
 
 def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
@@ -24,15 +24,6 @@ def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.
 
 
 def save_png(path: str, array: np.ndarray) -> None:
-    """Write a uint8 (H, W) or (H, W, 3) array as PNG via a temporary file + rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(array).save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write a uint8 (H, W) or (H, W, 3) array as PNG, atomically."""
+    with atomic_open(path, "wb", suffix=".png") as fh:
+        Image.fromarray(array).save(fh, format="PNG")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from typing import Any
+
+from .atomic import atomic_open
 
 PI0S = ("uniform", "gaussian", "lognormal", "ebm")
 SWEPT_BASES = {"RBF": "", "FFT": "-fft"}  # basis -> preset suffix
@@ -58,13 +59,6 @@ def summary_markdown(entries: list[dict[str, Any]]) -> str:
                           + " |\n" for e in entries)
 
 
-def _write_atomic(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_summary(out_dir: str, entries: list[dict[str, Any]]) -> tuple[str, str]:
     """Write OUT/summary.csv and OUT/summary.md (atomically); returns both paths."""
     os.makedirs(out_dir, exist_ok=True)
@@ -73,6 +67,7 @@ def write_summary(out_dir: str, entries: list[dict[str, Any]]) -> tuple[str, str
     w.writeheader()
     w.writerows({c: e.get(c, "") for c in SUMMARY_COLUMNS} for e in entries)
     csv_path, md_path = os.path.join(out_dir, "summary.csv"), os.path.join(out_dir, "summary.md")
-    _write_atomic(csv_path, buf.getvalue())
-    _write_atomic(md_path, summary_markdown(entries))
+    for path, text in ((csv_path, buf.getvalue()), (md_path, summary_markdown(entries))):
+        with atomic_open(path, "w") as fh:
+            fh.write(text)
     return csv_path, md_path

@@ -1,0 +1,362 @@
+"""Plots drawn with Pillow alone (no plotting library): line/scatter panels with axes, tick
+labels, a title and an optional fitted line, and the grid of learned prior densities
+π_{q,p} (spec §1.1, §6: "every π_{q,p} can be plotted and looked at").
+
+    img, draw = canvas(420, 330)
+    panel(draw, (0, 0, 420, 330), [Series(xs, ys, kind="scatter")], title="...", fit=(a, b))
+    save_image("out.png", img)
+
+    save_image("prior.png", prior_density_grid(model.prior))   # first 8 q x first 5 p
+
+Everything here runs on the host: device arrays are copied with ``to_numpy`` first.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .atomic import atomic_open
+from .backend import to_numpy
+
+BLUE = (30, 90, 200)
+RED = (200, 60, 60)
+GREY = (110, 110, 110)
+FILL = (214, 226, 246)
+
+DEFAULT_QS = 8  # prior_density_grid without qs: the first 8 q ...
+DEFAULT_PS = 5  # ... and the first 5 p
+PANEL_SIZE = (200, 134)  # one density panel, pixels (width, height)
+LINE_H = 15  # one line of header text, pixels
+HEADER_H = 6 + 2 * LINE_H  # the header above the density panels: two lines, more if it must wrap
+GRID_FONT_PX = 12  # text size of the density grid (Aileron at 10 px runs its words together)
+
+
+def font(size: int | None = None) -> Any:
+    """Pillow's built-in font: FreeType Aileron (10 px, or ``size``) where Pillow has
+    FreeType, else the bitmap font (its one size)."""
+    if size is None:
+        return ImageFont.load_default()
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # old Pillow or no FreeType
+        return ImageFont.load_default()
+
+
+def canvas(width: int, height: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    """A white RGB image and a drawing context on it."""
+    img = Image.new("RGB", (int(width), int(height)), "white")
+    return img, ImageDraw.Draw(img)
+
+
+def save_image(path: str, img: Image.Image) -> None:
+    """Write a PIL image as PNG, atomically."""
+    with atomic_open(path, "wb", suffix=".png") as fh:
+        img.save(fh, format="PNG")
+
+
+@dataclass
+class Series:
+    """One data series of a panel.
+
+    kind: ``line`` (polyline, ``dash`` = (on, off) pixels for a dashed one), ``scatter``
+    (filled dots of ``radius``) or ``fill`` (the area between the curve and y = ylim[0],
+    drawn under everything else). Non-finite y values break a line / are skipped.
+    """
+
+    x: Sequence[float]
+    y: Sequence[float]
+    kind: str = "line"
+    color: tuple[int, int, int] = BLUE
+    width: int = 1
+    dash: tuple[int, int] | None = None
+    radius: int = 4
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About n round tick values (steps 1, 2, 2.5 or 5 × 10^k) inside [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(n - 1, 1)
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * (1 - 1e-9))
+    first = math.ceil(lo / step - 1e-9) * step
+    ticks = []
+    k = 0
+    while first + k * step <= hi + 1e-9 * step:
+        v = first + k * step
+        ticks.append(0.0 if abs(v) < 1e-12 * step else v)
+        k += 1
+    return ticks
+
+
+def _finite_runs(pts: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+    runs, cur = [], []
+    for p in pts:
+        if math.isfinite(p[0]) and math.isfinite(p[1]):
+            cur.append(p)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    return runs
+
+
+def _dashed(draw: ImageDraw.ImageDraw, pts: list[tuple[float, float]], color: Any, width: int,
+            dash: tuple[int, int]) -> None:
+    """A dashed polyline: the dash pattern runs on along the arc length across vertices."""
+    on, off = dash
+    period, s = on + off, 0.0
+    for (xa, ya), (xb, yb) in zip(pts, pts[1:]):
+        seg = math.hypot(xb - xa, yb - ya)
+        t = 0.0
+        while t < seg:
+            phase = (s + t) % period
+            step = max(min((on - phase) if phase < on else (period - phase), seg - t), 1e-6)
+            if phase < on:
+                u0, u1 = t / seg, min(t + step, seg) / seg
+                draw.line([(xa + u0 * (xb - xa), ya + u0 * (yb - ya)),
+                           (xa + u1 * (xb - xa), ya + u1 * (yb - ya))], fill=color, width=width)
+            t += step
+        s += seg
+
+
+def panel(draw: ImageDraw.ImageDraw, box: tuple[float, float, float, float], series: Sequence[Series], *,
+          title: str = "", subtitle: str = "", subtitle_color: Any = RED, xlabel: str = "", ylabel: str = "",
+          xlim: tuple[float, float] | None = None, ylim: tuple[float, float] | None = None,
+          xticks: Sequence[float] | int = 5, yticks: Sequence[float] | int = 5,
+          xfmt: str = "{:g}", yfmt: str = "{:.2f}", fit: tuple[float, float] | None = None,
+          pad: tuple[int, int, int, int] = (58, 20, 48, 46), title_y: int = 6,
+          fnt: Any = None) -> Callable[[float, float], tuple[float, float]]:
+    """Draw one framed x/y panel into ``box`` = (left, top, width, height) of ``draw``'s image.
+
+    pad: (left, right, top, bottom) pixels between the box and the plot frame; title (and
+    subtitle, 12 px lower) sit ``title_y`` px below the box top, left-aligned with the
+    frame; xlabel is centred under the tick labels; ylabel sits above the y tick labels.
+    xlim/ylim default to the data range (ylim from 0 when all y ≥ 0). xticks/yticks: the
+    tick values, or an int n for n evenly spaced ticks from lim[0] to lim[1] (ends included).
+    fit = (slope, intercept): the line slope·x + intercept across xlim, drawn in red under
+    the series. Returns the data -> pixel map of the panel.
+    """
+    fnt = fnt or font()
+    left, top, W, H = box
+    x0, x1, y_bot, y_top = left + pad[0], left + W - pad[1], top + H - pad[3], top + pad[2]
+    xs_all = [float(v) for s in series for v in s.x if math.isfinite(float(v))]
+    ys_all = [float(v) for s in series for v in s.y if math.isfinite(float(v))]
+    if xlim is None:
+        xlim = (min(xs_all), max(xs_all)) if xs_all else (0.0, 1.0)
+    if ylim is None:
+        lo = min(ys_all) if ys_all else 0.0
+        ylim = (min(lo, 0.0), max(ys_all) * 1.1 if ys_all else 1.0)
+    xmin, xmax = xlim
+    ymin, ymax = ylim
+    if xmax <= xmin:
+        xmax = xmin + 1.0
+    if not ymax > ymin:  # also catches NaN
+        ymax = ymin + 1.0
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return (x0 + (x - xmin) / (xmax - xmin) * (x1 - x0), y_bot - (y - ymin) / (ymax - ymin) * (y_bot - y_top))
+
+    for s in series:  # areas first: the frame and the lines go on top
+        if s.kind == "fill":
+            for run in _finite_runs([px(float(a), float(b)) for a, b in zip(s.x, s.y)]):
+                base = px(0, ymin)[1]
+                draw.polygon([(run[0][0], base), *run, (run[-1][0], base)], fill=s.color)
+    draw.rectangle([x0, y_top, x1, y_bot], outline="black")
+
+    def ticks(spec: Sequence[float] | int, lo: float, hi: float) -> list[float]:
+        if isinstance(spec, int):
+            return [lo + k * (hi - lo) / max(spec - 1, 1) for k in range(spec)]
+        return [float(v) for v in spec]
+
+    _, b_top, _, b_bot = fnt.getbbox("0")
+    mid = (b_top + b_bot) / 2  # a digit's vertical centre below the text origin
+    for yv in ticks(yticks, ymin, ymax):
+        _, yp = px(xmin, yv)
+        draw.line([x0 - 4, yp, x0, yp], fill="black")
+        label = yfmt.format(yv)
+        draw.text((x0 - 6 - draw.textlength(label, font=fnt), yp - mid), label, fill="black", font=fnt)
+    for xv in ticks(xticks, xmin, xmax):
+        xp, _ = px(xv, ymin)
+        draw.line([xp, y_bot, xp, y_bot + 4], fill="black")
+        label = xfmt.format(xv)
+        draw.text((xp - draw.textlength(label, font=fnt) / 2, y_bot + 6), label, fill="black", font=fnt)
+    if fit is not None:
+        a, b = fit
+        draw.line([px(xmin, a * xmin + b), px(xmax, a * xmax + b)], fill=RED, width=2)
+    for s in series:
+        pts = [px(float(a), float(b)) for a, b in zip(s.x, s.y)]
+        if s.kind == "scatter":
+            for cx, cy in _finite_runs_flat(pts):
+                r = s.radius
+                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=s.color)
+        elif s.kind == "line":
+            for run in _finite_runs(pts):
+                if s.dash:
+                    _dashed(draw, run, s.color, s.width, s.dash)
+                elif len(run) > 1:
+                    draw.line(run, fill=s.color, width=s.width, joint="curve")
+        elif s.kind != "fill":
+            raise ValueError(f"unknown series kind {s.kind!r}; valid: line, scatter, fill")
+    if title:
+        draw.text((x0, top + title_y), title, fill="black", font=fnt)
+    if subtitle:
+        draw.text((x0, top + title_y + 12), subtitle, fill=subtitle_color, font=fnt)
+    if xlabel:
+        draw.text(((x0 + x1) / 2 - draw.textlength(xlabel, font=fnt) / 2, top + H - 18), xlabel,
+                  fill="black", font=fnt)
+    if ylabel:
+        draw.text((left + 4, y_top - 24), ylabel, fill="black", font=fnt)
+    return px
+
+
+def _finite_runs_flat(pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    return [p for run in _finite_runs(pts) for p in run]
+
+
+# ---- the prior's densities ----------------------------------------------------------------------
+def _select(kind: str, idx: Sequence[int] | None, size: int, default: int) -> list[int]:
+    if idx is None:
+        return list(range(min(default, size)))
+    idx = [int(i) for i in idx]
+    if not idx:
+        raise ValueError(f"no {kind} indices given; valid: 0..{size - 1} ({kind.upper()} = {size})")
+    bad = [i for i in idx if not 0 <= i < size]
+    if bad:
+        raise ValueError(f"{kind} index {bad[0]} out of range; valid: 0..{size - 1} ({kind.upper()} = {size})")
+    return idx
+
+
+def select_indices(prior: Any, qs: Sequence[int] | None = None,
+                   ps: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
+    """The (q, p) indices to plot, 0-based: the given ones (checked against Q and P; a bad one
+    raises ValueError naming the valid range), by default the first 8 q and the first 5 p."""
+    return _select("q", qs, prior.Q, DEFAULT_QS), _select("p", ps, prior.P, DEFAULT_PS)
+
+
+def _z_grid(prior: Any, n_points: int) -> Any:
+    """n_points evenly spaced z on every p's integration interval, ends included: (n, P) on
+    the prior's device (all P, since ``forward_pointwise`` takes every input at once)."""
+    xp = prior.be.xp
+    lo, hi = prior.interval()
+    t = xp.linspace(0.0, 1.0, n_points, dtype=lo.dtype)[:, None]
+    return lo[None, :] + t * (hi - lo)[None, :]
+
+
+def prior_density_curves(prior: Any, qs: Sequence[int] | None = None, ps: Sequence[int] | None = None,
+                         n_points: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """The normalised densities π_{q,p}(z) = exp(f_{q,p}(z)) π0(z) / Z_{q,p} on an even grid.
+
+    z runs over each p's integration interval [a_p, b_p] (``prior.interval()``, ends
+    included). π0 enters exactly as in Z_{q,p} and in the inverse-transform sampler (without
+    the ε of ``log_pi0``), so each curve is the density the sampler draws from and
+    integrates to 1 up to the quadrature and grid error. Returns host float64 arrays
+    z (n, len(ps)) and dens (n, len(qs), len(ps)).
+    """
+    if n_points < 2:
+        raise ValueError(f"n_points must be at least 2, got {n_points}")
+    qs, ps = select_indices(prior, qs, ps)
+    xp = prior.be.xp
+    z = _z_grid(prior, n_points)  # (n, P)
+    f = prior.layer.forward_pointwise(z[:, None, :], cache=False)  # (n, Q, P): every q at once
+    p0, _ = prior._pdf(xp, z)
+    with np.errstate(divide="ignore"):  # π0 = 0 -> density 0
+        log_d = f + xp.log(p0)[:, None, :] - prior.log_Z(cache=False)[None]
+    dens = to_numpy(xp.exp(log_d)).astype(np.float64)
+    return to_numpy(z).astype(np.float64)[:, ps], dens[:, qs][:, :, ps]
+
+
+def pi0_density_curves(prior: Any, ps: Sequence[int] | None = None,
+                       n_points: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """π0 renormalised to each p's integration interval, π0(z) / ∫_a^b π0 (the same
+    Gauss–Legendre rule as Z), on the grid of ``prior_density_curves``: what π_{q,p} would
+    be with f_{q,p} = 0. Returns z (n, len(ps)) and dens (n, len(ps)), host float64."""
+    _, ps = select_indices(prior, [0], ps)
+    xp = prior.be.xp
+    z = _z_grid(prior, n_points)
+    nodes, w = prior.quadrature()
+    z0 = (w * prior._pdf(xp, nodes)[0]).sum(axis=0)  # (P,)
+    dens = prior._pdf(xp, z)[0] / z0[None, :]
+    return to_numpy(z).astype(np.float64)[:, ps], to_numpy(dens).astype(np.float64)[:, ps]
+
+
+def prior_density_grid(prior: Any, qs: Sequence[int] | None = None, ps: Sequence[int] | None = None,
+                       n_points: int = 400, show_pi0: bool = True, title: str | None = None,
+                       panel_size: tuple[int, int] = PANEL_SIZE) -> Image.Image:
+    """One small panel per selected (q, p): rows are q, columns are p (0-based indices).
+
+    Each panel shows π_{q,p} (blue, area shaded) on [a_p, b_p] with its own y scale (tick
+    labels give the density), and with ``show_pi0`` the interval-normalised π0 dashed grey
+    for comparison. Defaults: the first 8 q × the first 5 p (all of them when fewer).
+    The image is len(ps)·panel_size[0] wide and header + len(qs)·panel_size[1] high, the
+    header being HEADER_H (two lines of text) unless the grid is too narrow for them, when
+    the text wraps onto more lines of LINE_H pixels each.
+    """
+    qs, ps = select_indices(prior, qs, ps)
+    z, dens = prior_density_curves(prior, qs, ps, n_points)
+    z0, d0 = pi0_density_curves(prior, ps, n_points) if show_pi0 else (None, None)
+    pw, ph = panel_size
+    fnt = font(GRID_FONT_PX)
+    head = title or "prior densities pi_qp(z) = exp(f_qp(z)) pi0(z) / Z_qp"
+    shown = f"rows q = {_ranges(qs)} (of 0..{prior.Q - 1}), columns p = {_ranges(ps)} (of 0..{prior.P - 1})"
+    legend = f"pi0 = {prior.pi0_name}" + (", dashed: pi0 normalised on [a_p, b_p]" if show_pi0 else "")
+    width = len(ps) * pw
+    lines = [(t, "black") for t in wrap_text(head, width - 12, fnt)]
+    lines += [(t, GREY) for t in wrap_text(f"{shown}; blue: pi_qp; {legend}", width - 12, fnt)]
+    header = 6 + LINE_H * len(lines)
+    img, draw = canvas(width, header + len(qs) * ph)
+    for k, (text, color) in enumerate(lines):
+        draw.text((6, 4 + LINE_H * k), text, fill=color, font=fnt)
+    for r, q in enumerate(qs):
+        for c, p in enumerate(ps):
+            zp, y = z[:, c], dens[:, r, c]
+            series = [Series(zp, y, kind="fill", color=FILL)]
+            top = np.nanmax(np.where(np.isfinite(y), y, np.nan)) if np.isfinite(y).any() else 1.0
+            if show_pi0:
+                series.append(Series(z0[:, c], d0[:, c], color=GREY, dash=(5, 4)))
+                top = max(top, float(np.max(d0[:, c])))
+            series.append(Series(zp, y, color=BLUE, width=2))
+            ymax = 1.1 * top if top > 0 else 1.0
+            lo, hi = float(zp[0]), float(zp[-1])
+            yt = nice_ticks(0.0, ymax, 4)
+            panel(draw, (c * pw, header + r * ph, pw, ph), series, title=f"q={q}, p={p}",
+                  xlim=(lo, hi), ylim=(0.0, ymax), xticks=nice_ticks(lo, hi, 4), yticks=yt,
+                  xfmt="{:g}", yfmt=_fmt_for(yt), pad=(38, 8, 19, 20), title_y=2, fnt=fnt)
+    return img
+
+
+def wrap_text(text: str, width: float, fnt: Any = None) -> list[str]:
+    """Split text at spaces into lines no wider than width pixels (a longer word gets its own
+    line)."""
+    fnt = fnt or font()
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and fnt.getlength(lines[-1] + " " + word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def _fmt_for(ticks: Sequence[float]) -> str:
+    """The fewest decimals (up to 6) at which every tick label shows its value."""
+    step = min((abs(b - a) for a, b in zip(ticks, ticks[1:])), default=1.0) or 1.0
+    for dec in range(7):
+        if all(abs(float(f"{v:.{dec}f}") - v) <= 1e-6 * step for v in ticks):
+            return "{:.%df}" % dec
+    return "{:.3g}"
+
+
+def _ranges(idx: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    out, start = [], idx[0]
+    for a, b in zip(idx, idx[1:] + [None]):
+        if b != a + 1:
+            out.append(str(start) if start == a else f"{start}-{a}")
+            start = b
+    return ",".join(out)
