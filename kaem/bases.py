@@ -14,14 +14,16 @@ the work when tau is frozen or only x-derivatives are wanted).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, Callable
 
 from .backend import array_module
 from .numerics import lstsq_batched
 
 
-class Basis:
-    """Interface of a basis family; subclasses override what differs."""
+class Basis(ABC):
+    """Interface of a basis family; subclasses define ``n_basis`` and ``evaluate`` and
+    override the rest where they differ."""
 
     name: str = ""
     uses_grid: bool = True  # grid-free bases are skipped by grid updating
@@ -32,9 +34,9 @@ class Basis:
         self.G = int(grid_size)
         self.k = int(degree)
 
+    @abstractmethod
     def n_basis(self) -> int:
         """Number of basis functions nb per input."""
-        raise NotImplementedError
 
     def make_grid(self, xp: Any, in_dim: int, grid_range: tuple[float, float], dtype: Any) -> Any:
         """Knots (in, n_knots): G+1 uniform points on ``grid_range`` (plus any extension)."""
@@ -51,8 +53,9 @@ class Basis:
         of ``interior``, used by grid updating."""
         return points
 
+    @abstractmethod
     def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
-        raise NotImplementedError
+        """B (..., in, nb); with ``derivs`` the tuple (B, dB/dx, dB/dtau or None)."""
 
     def init_coef(self, rng: Any, xp: Any, in_dim: int, out_dim: int, grid: Any, tau: Any,
                   eps_scale: float, dtype: Any) -> Any:
