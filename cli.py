@@ -261,6 +261,8 @@ def cmd_eval(args: Any) -> int:
         print(f"held-out log-likelihood: {res['loglik_nats']:.3f} nats/image, {res['bits_per_dim']:.5f} bits/dim "
               f"(S = {S} prior samples, σ = {res['sigma']})")
         print(f"test MSE (generated vs test images): {res['test_mse']:.5f}")
+        print(f"prior quadrature check: max |Δ log Z| when the Gauss–Legendre nodes double = {res['logZ_quad_err']:.2e}"
+              + ("  (large: raise EbmModel.GaussQuad_nodes)" if res["logZ_quad_err"] > 1e-3 else ""))
     return 0
 
 

@@ -119,25 +119,29 @@ class UnivariatePrior:
         return (xp.maximum(self.buffers["domain"][:, 0], self._support[0]),
                 xp.minimum(self.buffers["domain"][:, 1], self._support[1]))
 
-    def quadrature(self) -> tuple[Any, Any]:
-        """Gauss–Legendre nodes and weights mapped to each interval: both (K, P)."""
-        xi, wi = self._gl
+    def quadrature(self, n_nodes: int | None = None) -> tuple[Any, Any]:
+        """Gauss–Legendre nodes and weights mapped to each interval: both (K, P).
+        ``n_nodes`` other than the configured K builds a rule on the fly (quadrature checks)."""
+        if n_nodes is None:
+            xi, wi = self._gl
+        else:
+            xi, wi = (self.be.asarray(a) for a in np.polynomial.legendre.leggauss(n_nodes))
         lo, hi = self.interval()
         half = 0.5 * (hi - lo)
         return lo + half * (xi[:, None] + 1), wi[:, None] * half
 
-    def _log_masses(self, cache: bool) -> Any:
+    def _log_masses(self, cache: bool, n_nodes: int | None = None) -> Any:
         """log of w_k · exp(f_{q,p}(x_k)) · π0(x_k), shape (K, Q, P)."""
         xp = self.be.xp
-        nodes, w = self.quadrature()
+        nodes, w = self.quadrature(n_nodes)
         f = self.layer.forward_pointwise(nodes[:, None, :], cache=cache)  # shared over q
         p0, _ = self._pdf(xp, nodes)
         with np.errstate(divide="ignore"):  # π0 = 0 outside its support -> mass 0
             return f + xp.log(w * p0)[:, None, :]
 
-    def log_Z(self, cache: bool = True) -> Any:
+    def log_Z(self, cache: bool = True, n_nodes: int | None = None) -> Any:
         """log Z_{q,p} ≈ log Σ_k w_k exp(f_{q,p}(x_k)) π0(x_k);  -> (Q, P)."""
-        lm = self._log_masses(cache)
+        lm = self._log_masses(cache, n_nodes)
         if cache:
             self._z_softmax = softmax(lm, axis=0)
         return logsumexp(lm, axis=0)
@@ -145,6 +149,12 @@ class UnivariatePrior:
     def log_Z_backward(self, dlogZ: Any) -> None:
         """dlogZ (Q, P) = ∂L/∂log Z; ∂log Z/∂f(x_k) = softmax_k(log masses)."""
         self.layer.backward_pointwise(dlogZ[None] * self._z_softmax, need_dz=False)
+
+    def quadrature_error(self) -> float:
+        """max_{q,p} |log Z with K nodes − log Z with 2K nodes|: how far the configured rule is
+        from converged. Wiggly energies (FFT bases at high frequency) need more nodes."""
+        K = self._gl[0].shape[0]
+        return float(abs(self.log_Z(cache=False) - self.log_Z(cache=False, n_nodes=2 * K)).max())
 
     def log_prob(self, z: Any) -> Any:
         """Normalised log π(z) = log p̃(z) - Σ_{q,p} log Z_{q,p};  z (N, Q, P) -> (N,)."""

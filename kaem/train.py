@@ -31,7 +31,7 @@ from .optim import Adam
 
 CSV_COLUMNS = ("time_s", "epoch", "iteration", "train_loss", "heldout_loglik_nats",
                "bits_per_dim", "test_mse", "ess_mean", "resampled_frac", "grid_updated",
-               "accept_rate", "mean_step", "swap_rate")
+               "accept_rate", "mean_step", "swap_rate", "logZ_quad_err")
 # epoch-mean CSV column <- per-iteration diagnostic key of the step function (absent in a
 # mode, or NaN throughout an epoch: the cell is left empty)
 DIAG_COLUMNS = {"ess_mean": "ess", "resampled_frac": "resampled", "accept_rate": "accept",
@@ -218,7 +218,7 @@ class Trainer:
         row = {"time_s": round(self.elapsed, 3), "epoch": round(self.iteration / self.iters_per_epoch, 4),
                "iteration": self.iteration, "train_loss": train_loss,
                "heldout_loglik_nats": ev["loglik_nats"], "bits_per_dim": ev["bits_per_dim"],
-               "test_mse": ev["test_mse"], **diag}
+               "test_mse": ev["test_mse"], "logZ_quad_err": ev["logZ_quad_err"], **diag}
         self._csv_row(row)
         self.log(f"[epoch {row['epoch']:g}] held-out log p(x) {ev['loglik_nats']:.2f} nats "
                  f"({ev['bits_per_dim']:.4f} bits/dim, S={ev['S']}, σ={ev['sigma']}) | test MSE {ev['test_mse']:.4f}")

@@ -362,3 +362,14 @@ def test_uniform_pi0_samples_stay_in_support() -> None:
     prior = make_prior("uniform", seed=16)
     z = prior.sample(N_DRAWS, BE.rng(17))
     assert z.min() >= 0.0 and z.max() <= 1.0, (z.min(), z.max())
+
+
+def test_quadrature_error_reports_unresolved_energies():
+    """The K-vs-2K check is tiny for a smooth energy and large for one that oscillates
+    faster than K nodes can resolve (FFT, G = 50, large high-frequency coefficients)."""
+    be = get_backend("cpu", "float64")
+    smooth = UnivariatePrior(be, 2, 3, KANSpec(basis="RBF", grid_size=5), be.rng(0), n_nodes=100)
+    assert smooth.quadrature_error() < 1e-10
+    wiggly = UnivariatePrior(be, 2, 3, KANSpec(basis="FFT", grid_size=50), be.rng(0), n_nodes=20)
+    wiggly.layer.params["coef"][...] = be.rng(1).standard_normal(wiggly.layer.params["coef"].shape)
+    assert wiggly.quadrature_error() > 1e-2
