@@ -345,6 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CLIError, ConfigError, DatasetError, CheckpointError, BackendError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, (CLIError, ConfigError)) else 1
+    except OSError as e:  # unwritable --out, full disk, ...: say so, without a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint written is intact", file=sys.stderr)
         return 130

@@ -140,3 +140,10 @@ def test_help_runs_as_a_script():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "cli.py"), "train", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "--resume" in out and "--set" in out and "--device" in out
+
+
+def test_unwritable_output_is_an_error_not_a_traceback(run, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert cli.main(["sample", "--ckpt", str(run / "ckpt.npz"), "--out", str(blocker / "x.png")]) == 1
+    assert "error:" in capsys.readouterr().err and blocker.read_text() == "not a folder"
