@@ -53,6 +53,7 @@ from kaem.optim import Adam  # noqa: E402
 from kaem.plots import Series, canvas, panel, save_image  # noqa: E402
 from kaem.posterior import KAEMPosterior  # noqa: E402
 from kaem.samplers import temperature_ladder, thermo_sample, ula  # noqa: E402
+from timing import timed  # noqa: E402  (bench/timing.py)
 
 TEMPS = (2, 4, 6, 8, 10, 12)
 STEPS = (10, 20, 30, 40, 50)
@@ -62,16 +63,7 @@ LATENT = (10, 20, 30, 40, 50)
 # --------------------------------------------------------------------------- helpers
 
 def median_time(be: Any, fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    be.synchronize()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        be.synchronize()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    return float(np.median(timed(be, fn, repeats, warmup)))
 
 
 def fit(xs: list[float], ys: list[float]) -> dict[str, float]:

@@ -15,7 +15,6 @@ import json
 import os
 import resource
 import sys
-import time
 
 import numpy as np
 
@@ -26,19 +25,7 @@ from kaem.config import load_config  # noqa: E402
 from kaem.importance import is_step  # noqa: E402
 from kaem.model import KAEM  # noqa: E402
 from kaem.optim import Adam  # noqa: E402
-
-
-def timed(be, fn, n: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    be.synchronize()
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        be.synchronize()
-        out.append(time.perf_counter() - t)
-    return out
+from timing import timed  # noqa: E402  (bench/timing.py)
 
 
 def matmul_peak(be, n: int = 2048) -> float:
