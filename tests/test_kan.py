@@ -106,24 +106,28 @@ def ref_phi(layer: KANLayer, x: np.ndarray) -> np.ndarray:
 
 # ---- network form: y = Σ_i φ_{i,o}(x_i) -------------------------------------------------
 
-@pytest.mark.parametrize("act", ACT_NAMES)
-@pytest.mark.parametrize("basis", BASIS_NAMES)
-def test_network_form_gradients(basis: str, act: str) -> None:
-    layer = make_layer(basis, act, seed=1)
-    x = inputs(layer, (N, IN), seed=2)
-    R = np.random.default_rng(3).normal(size=(N, OUT))
-
+def check_network_grads(layer, x, R, label: str) -> None:
+    """Central differences of Σ forward(x)⊙R against backward: dx and every parameter."""
     def loss() -> float:
         return float((layer.forward(x, cache=False) * R).sum())
 
     layer.zero_grad()
     layer.forward(x)
     dx = layer.backward(R)
-    check_grad(loss, x, dx, tol=TOL, name=f"{basis}/{act} dx")
+    check_grad(loss, x, dx, tol=TOL, name=f"{label} dx")
+    for k in layer.params:
+        check_grad(loss, layer.params[k], layer.grads[k], tol=TOL, name=f"{label} {k}")
+
+
+@pytest.mark.parametrize("act", ACT_NAMES)
+@pytest.mark.parametrize("basis", BASIS_NAMES)
+def test_network_form_gradients(basis: str, act: str) -> None:
+    layer = make_layer(basis, act, seed=1)
+    x = inputs(layer, (N, IN), seed=2)
+    R = np.random.default_rng(3).normal(size=(N, OUT))
+    check_network_grads(layer, x, R, f"{basis}/{act}")
     expected = {"w_base", "w_sp", "coef"} | ({"tau"} if layer.basis.uses_tau else set())
     assert set(layer.params) == expected
-    for k in layer.params:
-        check_grad(loss, layer.params[k], layer.grads[k], tol=TOL, name=f"{basis}/{act} {k}")
 
 
 @pytest.mark.parametrize("basis", BASIS_NAMES)
@@ -157,16 +161,7 @@ def test_frozen_tau_is_a_buffer_and_other_gradients_hold() -> None:
     layer.buffers["tau"][...] = 1.37
     x = inputs(layer, (N, IN), seed=10)
     R = np.random.default_rng(11).normal(size=(N, OUT))
-
-    def loss() -> float:
-        return float((layer.forward(x, cache=False) * R).sum())
-
-    layer.zero_grad()
-    layer.forward(x)
-    dx = layer.backward(R)
-    check_grad(loss, x, dx, tol=TOL, name="frozen-tau dx")
-    for k in layer.params:
-        check_grad(loss, layer.params[k], layer.grads[k], tol=TOL, name=f"frozen-tau {k}")
+    check_network_grads(layer, x, R, "frozen-tau")
 
 
 # ---- pointwise form: f[n,o,i] = φ_{i,o}(z[n,o,i]) -----------------------------------------
