@@ -57,7 +57,7 @@ def mode_overrides(mode: str, num_temps: int) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from kaem.backend import DEVICES, DTYPES
     from kaem.config import DATASET_DEFAULTS
-    from kaem.data import DATASETS
+    from kaem.datasets import DATASETS
     from kaem.langevin import MODES
 
     p = argparse.ArgumentParser(prog="cli.py", description=__doc__.split("\n\n")[0],
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- commands -------------------------------------------------------------------------------
 def _load_data(dataset: str, args: Any, n_train: int | None, n_test: int) -> tuple[np.ndarray | None, np.ndarray]:
-    from kaem.data import load_dataset
+    from kaem.datasets import load_dataset
 
     dl = not args.no_download
     train = None if n_train is None else load_dataset(dataset, "train", args.data_dir, dl, n=n_train)
@@ -158,7 +158,7 @@ def cmd_train(args: Any) -> int:
     from kaem.backend import get_backend
     from kaem.checkpoint import load_checkpoint, restore_model
     from kaem.config import config_from_ini, load_config, preset_dataset
-    from kaem.data import dataset_shape
+    from kaem.datasets import dataset_shape
     from kaem.langevin import objective_mode
     from kaem.model import KAEM
     from kaem.train import Trainer
@@ -334,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kaem.backend import BackendError
     from kaem.checkpoint import CheckpointError
     from kaem.config import ConfigError
-    from kaem.data import DatasetError
+    from kaem.datasets import DatasetError
     from kaem.train import TrainingError
 
     args = build_parser().parse_args(argv)

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from kaem.backend import get_backend  # noqa: E402
 from kaem.kan import KANLayer, KANSpec  # noqa: E402
-from kaem.prior import UnivariatePrior  # noqa: E402
+from kaem.priors import UnivariatePrior  # noqa: E402
 
 IN, OUT, N = 82, 784, 100
 

@@ -80,7 +80,7 @@ def load_batch(B: int, seed: int = 0) -> tuple[np.ndarray, str]:
     """B real Fashion-MNIST test images if installed (timings of ULA do not depend on the
     pixels; autoMALA's do, mildly), else uniform noise."""
     try:
-        from kaem.data import load_dataset
+        from kaem.datasets import load_dataset
 
         return load_dataset("fmnist", "test", "data", download=False, n=B).reshape(B, -1), "fmnist test images"
     except Exception:  # noqa: BLE001 - any failure: fall back to noise, say so in the output

@@ -27,7 +27,7 @@ def heldout_loglik(model: KAEM, x: Any, S: int, rng: Any, chunk: int = 500) -> A
     acc = xp.full((x.shape[0],), -xp.inf, dtype=x.dtype)
     for start in range(0, S, chunk):
         z = model.sample_prior(min(chunk, S - start), rng)
-        g = model.generator.forward(z.sum(axis=2), cache=False)
+        g = model.generator.forward(model.prior.to_input(z), cache=False)
         lp = model.lik.log_density_matrix(x, g)  # (B, chunk)
         acc = logsumexp(xp.stack([acc, logsumexp(lp, axis=1)], axis=1), axis=1)
     return acc - math.log(S)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .generator import latent_to_input
 from .model import KAEM
 from .objective import prior_loss_and_grad
 from .resampling import importance_weights, systematic_indices
@@ -40,7 +39,7 @@ def is_loss_and_grad(model: KAEM, x: Any, z: Any, weigh: Callable[[Any], Any], z
     B = x.shape[0]
 
     # likelihood term: − (1/B) Σ w·ll, through the generator
-    g = model.generator.forward(latent_to_input(z))
+    g = model.generator.forward(model.prior.to_input(z))
     ll = model.lik.log_lik_pairs(x, g, rng=rng, noise=noise)
     w = weigh(ll)
     model.generator.backward(model.lik.backward_pairs(-w / B), need_dh=False)

@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 
-from .generator import latent_to_input
 from .importance import is_step
 from .model import KAEM
 from .objective import prior_loss_and_grad
@@ -91,7 +90,7 @@ def langevin_loss_and_grad(model: KAEM, x: Any, z: Any, z_cd: Any = None, exact_
     xp = model.be.xp
     model.zero_grad()
     n = z.shape[0]
-    g = model.generator.forward(latent_to_input(z))
+    g = model.generator.forward(model.prior.to_input(z))
     ll = model.lik.log_lik_rows(_tile_rows(xp, x, n), g, rng=rng, noise=noise)
     w = xp.full(n, 1.0 / n, dtype=ll.dtype)
     model.generator.backward(model.lik.backward_rows(-w), need_dh=False)
@@ -144,7 +143,7 @@ def thermo_loss_and_grad(model: KAEM, x: Any, z: Any, temps: Any, rule: str = "l
         raise ValueError(f"{c.shape[0]} temperatures for {K} rungs")
     used = [k for k in range(K) if c[k] != 0.0]
     zu = z[used].reshape((len(used) * bc,) + z.shape[2:])
-    g = model.generator.forward(latent_to_input(zu))
+    g = model.generator.forward(model.prior.to_input(zu))
     nz = None if noise is None else noise[used].reshape(len(used) * bc, -1)
     ll_u = model.lik.log_lik_rows(_tile_rows(xp, x, zu.shape[0]), g, rng=rng, noise=nz)
     cw = xp.repeat(xp.asarray(c[used] / bc, dtype=ll_u.dtype), bc)  # c_k / Bc per row

@@ -1,24 +1,24 @@
-"""KAEM: the univariate EBM prior, the generator and the likelihood, wired together.
+"""KAEM: a latent prior, a generator and the likelihood, wired together.
 
-    u ~ U(0,1)^P  ->  z_{q,p} = F_{q,p}^{-1}(u_p)  ->  h_q = Σ_p z_{q,p}  ->  x̂ = out_act(G(h))
+    z ~ prior (by inverse transform)  ->  h = prior.to_input(z)  ->  x̂ = out_act(G(h))
 
-The model owns no training logic: objectives (``kaem/importance.py``) call the pieces'
-forward/backward methods, and the optimiser works on the flat dicts returned by
-``parameters()`` / ``gradients()`` (names like ``prior.coef``, ``gen.1.w_sp``).
+For the univariate prior, z_{q,p} = F_{q,p}^{-1}(u_p) and h_q = Σ_p z_{q,p}. The prior and
+the generator come from their registries (``kaem/priors``, ``kaem/generators``) as the
+config selects. The model owns no training logic: objectives (``kaem/importance.py``,
+``kaem/langevin.py``) call the pieces' forward/backward methods, and the optimiser works on
+the flat dicts returned by ``parameters()`` / ``gradients()`` (names like ``prior.coef``,
+``gen.1.w_sp``).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from typing import Any
 
 from .backend import Backend
 from .config import Config
-from .generator import KANGenerator, latent_to_input
-from .grid_update import prior_domain_from_grid, update_layer_grid, update_pointwise_grid
-from .kan import KANLayer, KANSpec
+from .generators import make_generator
 from .likelihood import GaussianLikelihood, apply_output_activation
-from .prior import UnivariatePrior
-
+from .priors import make_prior
 
 class KAEM:
     """A Kolmogorov–Arnold Energy Model built from a validated ``Config``.
@@ -27,42 +27,39 @@ class KAEM:
         cfg: the configuration (sections EbmModel, GeneratorModel, TRAINING, ...).
         data_shape: (C, H, W) of one datum; D = C·H·W is the generator's output width.
         be: the array backend.
-        seed: seeds the parameter initialisation only.
+        seed: seeds the parameter initialisation only (prior first, then generator).
     """
 
     def __init__(self, cfg: Config, data_shape: tuple[int, ...], be: Backend, seed: int = 0) -> None:
         self.cfg, self.be, self.data_shape = cfg, be, tuple(int(d) for d in data_shape)
-        e, g, t = cfg["EbmModel"], cfg["GeneratorModel"], cfg["TRAINING"]
+        g = cfg["GeneratorModel"]
         rng = be.rng(seed)
-        P, Q = e["layer_widths"]
-        self.P, self.Q, self.D = int(P), int(Q), math.prod(self.data_shape)
-        self.prior = UnivariatePrior(be, self.P, self.Q, KANSpec.from_section(e), rng, pi0=e["π_0"],
-                                     n_nodes=e["GaussQuad_nodes"], eps=t["eps"],
-                                     shared_uniform=e["shared_uniform"])
-        self.generator = KANGenerator(be, list(g["widths"]) + [self.D], KANSpec.from_section(g), rng)
+        self.D = math.prod(self.data_shape)
+        self.prior = make_prior(cfg, be, rng)
+        self.Q = int(self.prior.Q)
+        self.generator = make_generator(cfg, be, rng, self.Q, self.data_shape)
         self.lik = GaussianLikelihood(g["generator_variance"], g["generator_noise"], g["output_activation"])
 
     # ---- flat views for the optimiser and checkpoints ------------------------------------
-    def layers(self) -> Iterator[tuple[str, KANLayer]]:
-        """(prefix, layer) for every KAN layer: ``prior`` then ``gen.0``, ``gen.1``, ..."""
-        yield "prior", self.prior.layer
-        for name, layer in self.generator.named_layers():
-            yield f"gen.{name}", layer
+    def _components(self) -> tuple[tuple[str, Any], ...]:
+        """(name prefix in parameters() / buffers() / checkpoints, component)."""
+        return (("prior", self.prior), ("gen", self.generator))
+
+    def _flat(self, attr: str) -> dict[str, Any]:
+        return {f"{name}.{k}": v for name, part in self._components() for k, v in getattr(part, attr).items()}
 
     def parameters(self) -> dict[str, Any]:
-        return {f"{p}.{k}": v for p, layer in self.layers() for k, v in layer.params.items()}
+        return self._flat("params")
 
     def gradients(self) -> dict[str, Any]:
-        return {f"{p}.{k}": v for p, layer in self.layers() for k, v in layer.grads.items()}
+        return self._flat("grads")
 
     def buffers(self) -> dict[str, Any]:
-        out = {f"{p}.{k}": v for p, layer in self.layers() for k, v in layer.buffers.items() if v is not None}
-        out.update({f"prior.{k}": v for k, v in self.prior.buffers.items()})
-        return out
+        return self._flat("buffers")
 
     def zero_grad(self) -> None:
-        for _, layer in self.layers():
-            layer.zero_grad()
+        for _, part in self._components():
+            part.zero_grad()
 
     def load_arrays(self, params: dict[str, Any], buffers: dict[str, Any]) -> None:
         """Copy stored arrays in place; names and shapes must match this model exactly."""
@@ -77,12 +74,12 @@ class KAEM:
 
     # ---- sampling ---------------------------------------------------------------------
     def sample_prior(self, n: int, rng: Any) -> Any:
-        """n latents z (n, Q, P) by inverse transform sampling."""
+        """n latents z (n, *prior.latent_shape) from the prior."""
         return self.prior.sample(n, rng)
 
     def decode(self, z: Any) -> Any:
         """Mean image out_act(G(h(z))) (n, D), no injection noise."""
-        g = self.generator.forward(latent_to_input(z), cache=False)
+        g = self.generator.forward(self.prior.to_input(z), cache=False)
         return apply_output_activation(self.lik.out_act, g)
 
     def generate(self, n: int, rng: Any, batch: int = 500) -> Any:
@@ -93,20 +90,16 @@ class KAEM:
 
     # ---- grid updating (spec 2.1) -------------------------------------------------------------
     def update_grids(self, z_post: Any, prior: bool = True, generator: bool = True) -> bool:
-        """Move the grids to posterior samples z_post (n, Q, P) and refit the coefficients.
+        """Move the grids to posterior samples z_post and refit the coefficients.
 
-        The prior's layer sees z_post itself and its quadrature domain follows its grid;
-        each generator layer sees its own inputs, propagated from h = Σ_p z_post through the
-        (already updated) layers before it. Returns whether any grid changed.
+        The prior sees z_post itself (and its quadrature domain follows its grid); the
+        generator sees h = prior.to_input(z_post), propagated layer by layer. Returns
+        whether any grid changed.
         """
         changed = False
-        if prior and update_pointwise_grid(self.prior.layer, z_post, self.cfg["EbmModel"]["grid_update_ratio"]):
-            points = self.prior.layer.basis.interior(self.prior.layer.buffers["grid"])
-            self.prior.buffers["domain"][...] = prior_domain_from_grid(points)
-            changed = True
+        if prior:
+            changed |= self.prior.update_grid(z_post, self.cfg["EbmModel"]["grid_update_ratio"])
         if generator:
-            h = latent_to_input(z_post)
-            for layer in self.generator.layers:
-                changed |= update_layer_grid(layer, h, self.cfg["GeneratorModel"]["grid_update_ratio"])
-                h = layer.forward(h, cache=False)
+            changed |= self.generator.update_grids(self.prior.to_input(z_post),
+                                                   self.cfg["GeneratorModel"]["grid_update_ratio"])
         return changed

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .generator import input_grad_to_latent, latent_to_input
 from .likelihood import apply_output_activation, output_activation_grad
 from .model import KAEM
 
@@ -81,7 +80,7 @@ class KAEMPosterior:
         m = self.model
         xp, lik = m.be.xp, m.lik
         x = self.rows(z.shape[0])
-        g = m.generator.forward(latent_to_input(z), cache=True)
+        g = m.generator.forward(m.prior.to_input(z), cache=True)
         if self.injection_noise and lik.noise > 0:
             g = g + lik.noise * self.rng.standard_normal(g.shape, dtype=g.dtype)
         y = apply_output_activation(lik.out_act, g)
@@ -92,4 +91,4 @@ class KAEMPosterior:
         r *= inv  # ∂ll/∂g = (x − y)·out_act'(y)/σ²
         dh = m.generator.backward(r, need_dh=True, need_params=False)
         self.n_evals += 1
-        return ll, input_grad_to_latent(dh, m.P)
+        return ll, m.prior.input_grad(dh)

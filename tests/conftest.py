@@ -65,7 +65,7 @@ def data_dir(tmp_path_factory):
 def real_fmnist(n_train: int, n_test: int):
     """The first n_train / n_test real Fashion-MNIST images, or skip the test saying how to
     get them (Debian's dataset-fashion-mnist, or the IDX files in data/fmnist/)."""
-    from kaem.data import DatasetError, load_dataset
+    from kaem.datasets import DatasetError, load_dataset
 
     try:
         return (load_dataset("fmnist", "train", "data", download=False, n=n_train),

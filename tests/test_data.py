@@ -1,4 +1,4 @@
-"""Tests for kaem/data.py: IDX reading, the search order, downloads (no network)."""
+"""Tests for kaem/datasets/idx.py (via the registry too): IDX reading, the search order, downloads (no network)."""
 from __future__ import annotations
 
 import gzip
@@ -10,8 +10,9 @@ import struct
 import numpy as np
 import pytest
 
-from kaem import data
-from kaem.data import DatasetError
+from kaem.datasets import idx as data
+from kaem import datasets
+from kaem.datasets import DatasetError
 
 FMNIST_SYSTEM_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
 
@@ -129,6 +130,7 @@ def test_read_idx_missing_file_names_it(tmp_path):
 def test_shapes_and_unknown_names(tmp_path):
     assert data.DATASETS == ("mnist", "fmnist")
     assert all(data.dataset_shape(n) == (1, 28, 28) for n in data.DATASETS)
+    assert all(datasets.dataset_shape(n) == (1, 28, 28) for n in data.DATASETS)
     for call in (lambda: data.dataset_shape("cifar"), lambda: data.locate("cifar", tmp_path),
                  lambda: data.load_dataset("cifar", data_dir=tmp_path)):
         with pytest.raises(DatasetError, match="mnist, fmnist"):

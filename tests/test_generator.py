@@ -6,7 +6,6 @@ import pytest
 
 from conftest import randomise, tiny_config
 from gradcheck import check_grad
-from kaem.generator import input_grad_to_latent, latent_to_input
 from kaem.likelihood import GaussianLikelihood, apply_output_activation
 from kaem.model import KAEM
 
@@ -31,7 +30,7 @@ def test_pairs_loglik_gradients(be64, out_act, basis):
     noise, R = rng.standard_normal((B, S, D)), rng.standard_normal((B, S))
 
     def loss():
-        g = m.generator.forward(latent_to_input(z))
+        g = m.generator.forward(m.prior.to_input(z))
         return (R * m.lik.log_lik_pairs(x, g, noise=noise)).sum()
 
     m.zero_grad()
@@ -53,12 +52,12 @@ def test_rows_loglik_gradient_wrt_z(be64, out_act):
     noise, r = rng.standard_normal((N, m.D)), rng.standard_normal(N)
 
     def loss():
-        g = m.generator.forward(latent_to_input(z))
+        g = m.generator.forward(m.prior.to_input(z))
         return (r * m.lik.log_lik_rows(x, g, noise=noise)).sum()
 
     loss()
     dh = m.generator.backward(m.lik.backward_rows(r))
-    check_grad(loss, z, input_grad_to_latent(dh, m.P), name="z")
+    check_grad(loss, z, m.prior.input_grad(dh), name="z")
 
 
 def test_sparse_pair_backward_equals_dense(be64):
@@ -66,7 +65,7 @@ def test_sparse_pair_backward_equals_dense(be64):
     m = _model(be64, "sigmoid")
     rng = be64.rng(9)
     x, z = rng.random((4, m.D)), m.sample_prior(6, rng)
-    g = m.generator.forward(latent_to_input(z))
+    g = m.generator.forward(m.prior.to_input(z))
     noise = rng.standard_normal((4, 6, m.D))
     m.lik.log_lik_pairs(x, g, noise=noise)
     dll = rng.standard_normal((4, 6)) * (rng.random((4, 6)) < 0.4)  # mostly zeros

@@ -129,7 +129,7 @@ def test_thermo_loss_gradient(be64, rule, cd):
     rng = be64.rng(6)
     B, temps = 3, temperature_ladder(3, 2.0)
     x = rng.random((B, m.D))
-    z = m.sample_prior(4 * B, rng).reshape(4, B, m.Q, m.P)
+    z = m.sample_prior(4 * B, rng).reshape(4, B, *m.prior.latent_shape)
     z_cd = z[0] if cd else None
     noise = rng.standard_normal((4, B, m.D))
     _check_all_params(m, lambda: thermo_loss_and_grad(m, x, z, temps, rule, z_cd=z_cd, exact_logZ=not cd,
@@ -164,10 +164,10 @@ def test_thermo_loss_value_counts_each_interval_once(be64, rule):
     rng = be64.rng(8)
     B, temps = 2, temperature_ladder(4, 3.0)
     x = rng.random((B, m.D))
-    z = m.sample_prior(5 * B, rng).reshape(5, B, m.Q, m.P)
+    z = m.sample_prior(5 * B, rng).reshape(5, B, *m.prior.latent_shape)
     noise = rng.standard_normal((5, B, m.D))
     loss, ll = thermo_loss_and_grad(m, x, z, temps, rule, z_cd=z[0], noise=noise)
-    g = m.generator.forward(z.reshape(-1, m.Q, m.P).sum(axis=2), cache=False)
+    g = m.generator.forward(z.reshape(-1, *m.prior.latent_shape).sum(axis=2), cache=False)
     y = 1 / (1 + np.exp(-(g + m.lik.noise * noise.reshape(-1, m.D))))
     ll_all = (-((np.tile(x, (5, 1)) - y) ** 2).sum(1) / (2 * m.lik.sigma ** 2)).reshape(5, B)
     used = ~np.isnan(ll)
@@ -230,7 +230,7 @@ def test_training_step_contract(be64, name, cd):
         assert all(np.isfinite(g).all() for g in m.gradients().values())
         assert any(np.abs(g).sum() > 0 for g in m.gradients().values())
     z, w = diag["z"], diag["w"]
-    assert z.ndim == 3 and z.shape[1:] == (m.Q, m.P) and w.shape[1] == z.shape[0]
+    assert z.ndim == 3 and z.shape[1:] == m.prior.latent_shape and w.shape[1] == z.shape[0]
     assert abs(float(w.mean(axis=0).sum()) - 1.0) < 1e-12
     if name == "is":
         return

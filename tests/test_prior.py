@@ -17,7 +17,8 @@ from scipy import integrate, stats
 from kaem.backend import get_backend
 from kaem.bases import BASES
 from kaem.kan import KANSpec
-from kaem.prior import PI0, UnivariatePrior
+from kaem.priors import UnivariatePrior
+from kaem.priors.pi0 import PI0
 
 try:
     from gradcheck import away_from, check_grad, rel_error

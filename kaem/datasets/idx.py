@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST loading from IDX files (spec section 8).
+"""MNIST and Fashion-MNIST from IDX files (spec section 8).
 
 Both datasets use the same four IDX files. :func:`locate` finds a folder holding them, in
 this order:
@@ -30,8 +30,9 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 
+from .base import DatasetError, check_n, check_split
+
 DATASETS: tuple[str, ...] = ("mnist", "fmnist")
-SPLITS: tuple[str, ...] = ("train", "test")
 
 # (images, labels) base names per split; on disk each may also carry a ".gz" suffix.
 SPLIT_FILES: dict[str, tuple[str, str]] = {
@@ -47,10 +48,6 @@ _IDX_DTYPES: dict[int, str] = {
 _GZIP_MAGIC = b"\x1f\x8b"
 _DOWNLOAD_TIMEOUT_S = 60.0
 _CHUNK = 1 << 16
-
-
-class DatasetError(RuntimeError):
-    """A dataset cannot be found, fetched or read; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -107,11 +104,6 @@ def _check_name(name: str) -> _Source:
             f"unknown dataset {name!r}; this loader handles: {', '.join(DATASETS)}"
         )
     return SOURCES[name]
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
 
 
 def dataset_shape(name: str) -> tuple[int, int, int]:
@@ -333,9 +325,8 @@ def load_dataset(
     ``n`` keeps the first ``n`` images; asking for more than the split holds is an error.
     """
     _check_name(name)
-    _check_split(split)
-    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
-        raise DatasetError(f"n must be a positive integer or None, got {n!r}")
+    check_split(split)
+    check_n(n)
     folder = locate(name, data_dir, download)
     path = _find_file(folder, SPLIT_FILES[split][0])
     assert path is not None  # locate() guarantees all four files are present

@@ -10,57 +10,26 @@ inverse-transform sampler. Latents are arrays z of shape (N, Q, P).
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from .backend import Backend
-from .kan import KANLayer, KANSpec
-from .numerics import logsumexp, rowwise_interp, softmax
-
-_SQRT_2PI = math.sqrt(2 * math.pi)
-
-
-def _pdf_ebm(xp, z):
-    return xp.ones_like(z), xp.zeros_like(z)
-
-
-def _pdf_uniform(xp, z):
-    return ((z >= 0) & (z <= 1)).astype(z.dtype), xp.zeros_like(z)
-
-
-def _pdf_gaussian(xp, z):
-    p = xp.exp(-0.5 * z * z) / _SQRT_2PI
-    return p, -z * p
-
-
-def _pdf_lognormal(xp, z):
-    pos = z > 0
-    zs = xp.where(pos, z, 1)  # keeps log finite where the density is 0
-    lz = xp.log(zs)
-    p = xp.where(pos, xp.exp(-0.5 * lz * lz) / (zs * _SQRT_2PI), 0)
-    return p, xp.where(pos, -p * (lz + 1) / zs, 0)
-
-
-# name -> (density and its derivative, domain [a, b] as in the reference (None = the KAN
-# grid_range), support of π0). Quadrature and sampling run on domain ∩ support: across the
-# jumps of the uniform density Gauss–Legendre loses its accuracy (Z off by 1% at 100 nodes)
-# and inverse transform would put mass outside [0, 1].
-PI0: dict[str, tuple[Any, tuple[float, float] | None, tuple[float, float]]] = {
-    "ebm": (_pdf_ebm, None, (-math.inf, math.inf)),
-    "uniform": (_pdf_uniform, (-0.1, 1.1), (0.0, 1.0)),
-    "gaussian": (_pdf_gaussian, (-1.2, 1.2), (-math.inf, math.inf)),
-    "lognormal": (_pdf_lognormal, (0.0, 4.0), (0.0, math.inf)),
-}
+from ..backend import Backend
+from ..grid_update import prior_domain_from_grid, update_pointwise_grid
+from ..kan import KANLayer, KANSpec
+from ..numerics import logsumexp, rowwise_interp, softmax
+from .pi0 import PI0
 
 
 class UnivariatePrior:
     """Q×P independent univariate EBMs, normalised by quadrature, sampled by inverse transform.
 
-    Parameters live in ``self.layer.params`` (see ``KANLayer``). Buffers: ``domain``
-    (P, 2), the integration interval [a_p, b_p] of every input p.
+    Parameters live in ``self.layer.params`` (see ``KANLayer``). Buffers: the layer's
+    (``grid``, frozen ``tau``) and ``domain`` (P, 2), the integration interval [a_p, b_p] of
+    every input p. The latent of one sample is z (Q, P); the generator sees h_q = Σ_p z_{q,p}.
     """
+
+    has_exact_logZ = True  # Z_{q,p} by quadrature, so log Z can be differentiated exactly
 
     def __init__(self, be: Backend, P: int, Q: int, spec: KANSpec, rng: Any, pi0: str = "ebm",
                  n_nodes: int = 100, eps: float = 1e-4, shared_uniform: bool = True) -> None:
@@ -73,7 +42,20 @@ class UnivariatePrior:
         lo, hi = dom if dom is not None else spec.grid_range
         xi, wi = np.polynomial.legendre.leggauss(n_nodes)
         self._gl = (be.asarray(xi), be.asarray(wi))  # reference nodes/weights on [-1, 1]
-        self.buffers = {"domain": be.asarray(np.tile([[lo, hi]], (P, 1)))}
+        self.domain = be.asarray(np.tile([[lo, hi]], (P, 1)))
+
+    @classmethod
+    def from_config(cls, cfg: Any, be: Backend, rng: Any) -> "UnivariatePrior":
+        """The prior a config describes: EbmModel.layer_widths = (P, Q)."""
+        e = cfg["EbmModel"]
+        P, Q = e["layer_widths"]
+        return cls(be, int(P), int(Q), KANSpec.from_section(e), rng, pi0=e["π_0"],
+                   n_nodes=e["GaussQuad_nodes"], eps=cfg["TRAINING"]["eps"], shared_uniform=e["shared_uniform"])
+
+    # ---- what the model, the optimiser and checkpoints see ---------------------------------
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.Q, self.P)
 
     @property
     def params(self) -> dict:
@@ -82,6 +64,34 @@ class UnivariatePrior:
     @property
     def grads(self) -> dict:
         return self.layer.grads
+
+    @property
+    def buffers(self) -> dict:
+        """grid (P, n_knots), frozen tau, domain (P, 2); arrays are the live ones (in-place
+        writes update the prior)."""
+        out = {k: v for k, v in self.layer.buffers.items() if v is not None}
+        out["domain"] = self.domain
+        return out
+
+    def zero_grad(self) -> None:
+        self.layer.zero_grad()
+
+    @staticmethod
+    def to_input(z: Any) -> Any:
+        """Generator input h_q = Σ_p z_{q,p}:  z (N, Q, P) -> h (N, Q)."""
+        return z.sum(axis=2)
+
+    def input_grad(self, dh: Any) -> Any:
+        """Backward of ``to_input``: ∂L/∂z_{q,p} = ∂L/∂h_q;  dh (N, Q) -> (N, Q, P)."""
+        return dh[:, :, None].repeat(self.P, axis=2)
+
+    def update_grid(self, z: Any, ratio: float) -> bool:
+        """Grid updating (spec 2.1) on posterior samples z (N, Q, P); the quadrature domain
+        follows the new grid (widened, never shrunk: spec 7.2). Returns whether it moved."""
+        if not update_pointwise_grid(self.layer, z, ratio):
+            return False
+        self.domain[...] = prior_domain_from_grid(self.layer.basis.interior(self.layer.buffers["grid"]))
+        return True
 
     # ---- π0 -------------------------------------------------------------------------------
     def log_pi0(self, z: Any) -> tuple[Any, Any]:
@@ -116,8 +126,8 @@ class UnivariatePrior:
     def interval(self) -> tuple[Any, Any]:
         """Integration interval per input, domain ∩ support of π0: lo, hi both (P,)."""
         xp = self.be.xp
-        return (xp.maximum(self.buffers["domain"][:, 0], self._support[0]),
-                xp.minimum(self.buffers["domain"][:, 1], self._support[1]))
+        return (xp.maximum(self.domain[:, 0], self._support[0]),
+                xp.minimum(self.domain[:, 1], self._support[1]))
 
     def quadrature(self, n_nodes: int | None = None) -> tuple[Any, Any]:
         """Gauss–Legendre nodes and weights mapped to each interval: both (K, P).
