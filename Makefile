@@ -18,6 +18,7 @@ bench:  ## print benchmark figures as JSON (not a test)
 	$(PYTHON) bench/train_step.py
 	$(PYTHON) bench/bases.py
 	$(PYTHON) bench/samplers.py
+	$(PYTHON) bench/generators.py
 
 fmnist:  ## install Debian's real Fashion-MNIST (needs root and apt)
 	apt-get install -y dataset-fashion-mnist

@@ -131,6 +131,20 @@ SCHEMA: dict = {
         "output_activation": choice("sigmoid", ("sigmoid", "tanh", "none")),
         "resampler": choice("residual", ("residual", "systematic", "stratified")),
     },
+    "CNN": {  # the conv-transpose generator (kaem/generators/conv.py), the reference's keys
+        "use_cnn_lkhood": flag(False),
+        "hidden_feature_dims": int_list((128, 64, 32), ge=1),  # channels between Q and C
+        "strides": int_list((1, 2, 2, 2), ge=1),  # one per layer: len(hidden_feature_dims) + 1
+        "kernel_sizes": int_list((4, 4, 4, 4), ge=1),
+        "paddings": int_list((0, 1, 1, 1), ge=0),
+        "activation": choice("leakyrelu", ACTIVATIONS),
+        "batchnorm": flag(False),
+        "latent_concat": flag(False),
+    },
+    "MLP": {  # dense generator (kaem/generators/mlp.py); not a reference section
+        "use_mlp_lkhood": flag(False),  # widths from GeneratorModel.widths, D appended
+        "activation": choice("leakyrelu", ACTIVATIONS),
+    },
     "GRID_UPDATING": {
         "update_prior_grid": flag(True),
         "update_llhood_grid": flag(True),
@@ -442,9 +456,27 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"GeneratorModel.widths starts with {gen_widths[0]} but "
                           f"EbmModel.layer_widths ends with Q = {prior_widths[-1]}; "
                           "the first generator width must equal the latent size Q")
+    check_generator_choice(cfg)
     if cfg["EbmModel"]["mixture_model"]:
         raise ConfigError("EbmModel.mixture_model = true: the mixture prior is not built "
                           "yet; use false")
+
+
+def check_generator_choice(cfg: Config) -> None:
+    """One generator at most besides the KAN default, and a [CNN] stack whose lists agree
+    (one stride, kernel size and padding per layer: len(hidden_feature_dims) + 1)."""
+    cnn = cfg["CNN"]
+    if cnn["use_cnn_lkhood"] and cfg["MLP"]["use_mlp_lkhood"]:
+        raise ConfigError("CNN.use_cnn_lkhood and MLP.use_mlp_lkhood are both true; "
+                          "choose one generator (both false: the KAN generator)")
+    if not cnn["use_cnn_lkhood"]:
+        return
+    n_layers = len(cnn["hidden_feature_dims"]) + 1
+    for key in ("strides", "kernel_sizes", "paddings"):
+        if len(cnn[key]) != n_layers:
+            raise ConfigError(f"CNN.{key} = {format_value(cnn[key])} has {len(cnn[key])} entries; the "
+                              f"conv-transpose stack has {n_layers} layers (len(hidden_feature_dims) + 1), "
+                              f"so it needs {n_layers}")
 
 
 # ---------------------------------------------------------------------------------------

@@ -47,9 +47,10 @@ def generated_mse(model: KAEM, x: Any, rng: Any) -> Any:
 
 def evaluate(model: KAEM, x: Any, S: int, rng: Any, batch: int = 500) -> dict[str, float]:
     """Held-out log-likelihood (nats/datum, bits/dim), test MSE on x (N, D) and the prior's
-    quadrature error (max |Δ log Z| when the node count doubles), as floats."""
-    ll = model.be.xp.concatenate([heldout_loglik(model, x[i:i + batch], S, rng)
-                                  for i in range(0, x.shape[0], batch)])
+    quadrature error (max |Δ log Z| when the node count doubles), as floats. Runs in eval mode."""
+    with model.evaluating():
+        ll = model.be.xp.concatenate([heldout_loglik(model, x[i:i + batch], S, rng)
+                                      for i in range(0, x.shape[0], batch)])
     nats = float(ll.mean())
     return {"loglik_nats": nats, "bits_per_dim": bits_per_dim(nats, model.D),
             "test_mse": float(generated_mse(model, x, rng)), "S": S, "sigma": model.lik.sigma,

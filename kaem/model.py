@@ -12,7 +12,8 @@ the flat dicts returned by ``parameters()`` / ``gradients()`` (names like ``prio
 from __future__ import annotations
 
 import math
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from .backend import Backend
 from .config import Config
@@ -83,10 +84,22 @@ class KAEM:
         return apply_output_activation(self.lik.out_act, g)
 
     def generate(self, n: int, rng: Any, batch: int = 500) -> Any:
-        """n fresh samples x̂ (n, D) from the model (prior -> generator), in batches."""
+        """n fresh samples x̂ (n, D) from the model (prior -> generator), in batches, in eval mode."""
         xp = self.be.xp
-        return xp.concatenate([self.decode(self.sample_prior(min(batch, n - i), rng))
-                               for i in range(0, n, batch)])
+        with self.evaluating():
+            return xp.concatenate([self.decode(self.sample_prior(min(batch, n - i), rng))
+                                   for i in range(0, n, batch)])
+
+    @contextmanager
+    def evaluating(self) -> Iterator["KAEM"]:
+        """Eval mode inside the block: the generator uses its running statistics (batch norm)
+        instead of the batch's, so a sample does not depend on the others drawn with it."""
+        before = self.generator.training
+        self.generator.training = False
+        try:
+            yield self
+        finally:
+            self.generator.training = before
 
     # ---- grid updating (spec 2.1) -------------------------------------------------------------
     def update_grids(self, z_post: Any, prior: bool = True, generator: bool = True) -> bool:

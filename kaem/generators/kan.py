@@ -12,12 +12,14 @@ from typing import Any, Sequence
 from ..backend import Backend
 from ..grid_update import update_layer_grid
 from ..kan import KANLayer, KANSpec
+from .base import LayerStack
 
 
-class KANGenerator:
+class KANGenerator(LayerStack):
     """A stack of ``KANLayer``s mapping h (N, widths[0]) to g (N, widths[-1]).
 
-    Parameter, gradient and buffer names are ``<layer index>.<name>`` (``0.w_sp``, ``1.grid``).
+    Parameter, gradient and buffer names are ``<layer index>.<name>`` (``0.w_sp``, ``1.grid``);
+    forward and backward run layer by layer (``LayerStack``).
     """
 
     def __init__(self, be: Backend, widths: Sequence[int], spec: KANSpec, rng: Any) -> None:
@@ -32,42 +34,6 @@ class KANGenerator:
         for d in data_shape:
             D *= int(d)
         return cls(be, list(g["widths"]) + [D], KANSpec.from_section(g), rng)
-
-    # ---- flat views ---------------------------------------------------------------------
-    def _flat(self, attr: str) -> dict[str, Any]:
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers)
-                for k, v in getattr(layer, attr).items() if v is not None}
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return self._flat("params")
-
-    @property
-    def grads(self) -> dict[str, Any]:
-        return self._flat("grads")
-
-    @property
-    def buffers(self) -> dict[str, Any]:
-        return self._flat("buffers")
-
-    def zero_grad(self) -> None:
-        for layer in self.layers:
-            layer.zero_grad()
-
-    # ---- forward / backward -------------------------------------------------------------
-    def forward(self, h: Any, cache: bool = True) -> Any:
-        """h (N, Q) -> g (N, D), the pre-activation output."""
-        for layer in self.layers:
-            h = layer.forward(h, cache=cache)
-        return h
-
-    def backward(self, dg: Any, need_dh: bool = True, need_params: bool = True) -> Any:
-        """dg (N, D) -> dh (N, Q); parameter gradients accumulate in each layer unless
-        ``need_params`` is False (samplers need only dh)."""
-        last = len(self.layers) - 1
-        for i in range(last, -1, -1):
-            dg = self.layers[i].backward(dg, need_dx=need_dh or i > 0, need_params=need_params)
-        return dg
 
     def update_grids(self, h: Any, ratio: float) -> bool:
         """Grid updating (spec 2.1): each layer is refitted on its own inputs, propagated from
