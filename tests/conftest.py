@@ -6,6 +6,11 @@ import os
 import struct
 import sys
 
+# Single-threaded BLAS for the tests (set before numpy loads): their arrays are small, and on a
+# shared or busy machine OpenBLAS's spinning worker threads cost more than they bring.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import numpy as np
 
 import pytest
