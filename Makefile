@@ -1,6 +1,11 @@
 PYTHON ?= python3
+DATASET ?= mnist
+ARGS ?=
+RUNS ?= runs
+# RUNS/<dataset in lower case>-<mode>, as the job files' "DATASET MODE" lines
+RUN_NAME = $(shell echo '$(DATASET)' | tr '[:upper:]' '[:lower:]')
 
-.PHONY: help install install-gpu test bench fmnist clean
+.PHONY: help install install-gpu test bench fmnist clean train-vanilla train-thermo train-sequential
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -19,6 +24,16 @@ bench:  ## print benchmark figures as JSON (not a test)
 	$(PYTHON) bench/bases.py
 	$(PYTHON) bench/samplers.py
 	$(PYTHON) bench/generators.py
+
+train-vanilla:  ## train without thermodynamic integration (IS for mnist/fmnist): make train-vanilla DATASET=FMNIST [ARGS="--epochs 2"]
+	$(PYTHON) cli.py train --dataset $(DATASET) --out $(RUNS)/$(RUN_NAME)-vanilla --resume-existing $(ARGS)
+
+train-thermo:  ## thermodynamic integration: make train-thermo DATASET=FMNIST [ARGS=...]
+	$(PYTHON) cli.py train --dataset $(DATASET) --mode thermo --out $(RUNS)/$(RUN_NAME)-thermo --resume-existing $(ARGS)
+
+train-sequential:  ## run a job file one line after the other: make train-sequential CONFIG=jobs.txt
+	@test -n "$(CONFIG)" || { echo "error: give the job file: make train-sequential CONFIG=jobs.txt" >&2; exit 2; }
+	$(PYTHON) cli.py jobs $(CONFIG) $(ARGS)
 
 fmnist:  ## install Debian's real Fashion-MNIST (needs root and apt)
 	apt-get install -y dataset-fashion-mnist

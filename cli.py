@@ -6,6 +6,8 @@
     python cli.py eval   --ckpt runs/fmnist/ckpt.npz
     python cli.py sweep  --dataset fmnist --epochs 10      # π0 × basis, summary table
     python cli.py plot-prior --ckpt runs/fmnist/ckpt.npz --out prior.png   # learned π_{q,p}
+    python cli.py jobs jobs.txt                              # command lines one after the other
+    python cli.py plot-log runs/a runs/b --out curves.png    # training curves from log.csv
 
 Every failure prints one line starting with "error:" and exits non-zero; existing
 checkpoints and dataset files are never modified by a failing command.
@@ -23,6 +25,18 @@ import numpy as np
 
 class CLIError(RuntimeError):
     """A user-facing problem with the arguments."""
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """A parser whose errors raise CLIError instead of exiting (for the lines of a job file)."""
+
+    def error(self, message: str) -> Any:
+        raise CLIError(f"{self.prog}: {message}")
+
+
+def _lower(text: str) -> str:
+    """Dataset and preset names are case-insensitive (DATASET=FMNIST, as in the reference)."""
+    return text.lower()
 
 
 def _positive_int(text: str) -> int:
@@ -54,15 +68,17 @@ def mode_overrides(mode: str, num_temps: int) -> list[str]:
     raise CLIError(f"unknown --mode {mode!r}; valid: {', '.join(MODES)}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
+    """The argument parser; raise_errors: bad arguments raise CLIError instead of exiting."""
     from kaem.backend import DEVICES, DTYPES
     from kaem.config import DATASET_DEFAULTS
     from kaem.datasets import DATASETS
     from kaem.langevin import MODES
 
-    p = argparse.ArgumentParser(prog="cli.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,sweep,plot-prior}")
+    p = (_RaisingParser if raise_errors else argparse.ArgumentParser)(
+        prog="cli.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True,
+                           metavar="{train,sample,eval,sweep,plot-prior,jobs,plot-log}")
 
     def device_args(sp: argparse.ArgumentParser, seed: bool = True) -> None:
         sp.add_argument("--device", choices=DEVICES, default="cpu",
@@ -92,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a KAEM by maximum likelihood with importance sampling (default), "
                                    "Langevin posterior sampling (ULA or autoMALA) or thermodynamic integration. "
                                    "Writes OUT/ckpt.npz (each epoch and at the end) and OUT/log.csv (one row per epoch).")
-    t.add_argument("--dataset", choices=DATASETS, default=None, help="dataset (default: mnist, or the preset's; from the checkpoint with --resume)")
-    t.add_argument("--preset", choices=list(DATASET_DEFAULTS), default=None,
+    t.add_argument("--dataset", type=_lower, choices=DATASETS, default=None, help="dataset, any case (default: mnist, or the preset's; from the checkpoint with --resume)")
+    t.add_argument("--preset", type=_lower, choices=list(DATASET_DEFAULTS), default=None,
                    help="built-in config defaults (default: the dataset's own); e.g. fmnist-fft = FFT bases, G=50")
     t.add_argument("--config", metavar="FILE", help="INI file with the reference's sections and keys")
     t.add_argument("--mode", choices=MODES,
@@ -104,15 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: whatever the config selects, IS for the defaults)")
     t.add_argument("--out", metavar="DIR", help="output folder (default: runs/PRESET, or the checkpoint's folder with --resume)")
     t.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint at its saved iteration")
+    t.add_argument("--resume-existing", action="store_true",
+                   help="if OUT/ckpt.npz exists, continue it (its config must be the one these options build) "
+                        "instead of refusing; a finished run then does nothing (job files and make targets use this)")
     run_args(t)
 
     w = sub.add_parser("sweep", help="the reference's π0 × basis sweep, one run after the other",
                        description="Train one model per π0 ∈ {uniform, gaussian, lognormal, ebm} × basis ∈ "
-                                   "{RBF (G=20), FFT (G=50)} into OUT/<π0>-<basis>/, then write OUT/summary.csv "
-                                   "and OUT/summary.md (final held-out log-likelihood, test MSE, wall time). "
-                                   "Runs whose checkpoint exists are resumed (a finished one is not retrained); "
-                                   "a failing run is recorded and the sweep goes on.")
-    w.add_argument("--dataset", choices=DATASETS, default="fmnist", help="dataset (default: fmnist)")
+                                   "{RBF (G=20), FFT (G=50)} into OUT/<π0>-<basis>/: writes the job file "
+                                   "OUT/sweep.txt (one train line per run, with the options given here) and runs it "
+                                   "as the jobs command does, summarised in OUT/sweep.summary.csv and .md (final "
+                                   "held-out log-likelihood, test MSE, wall time). Rerun, finished runs are skipped "
+                                   "and an interrupted one continues; a failing run is recorded and the sweep goes on.")
+    w.add_argument("--dataset", type=_lower, choices=DATASETS, default="fmnist", help="dataset, any case (default: fmnist)")
     w.add_argument("--out", metavar="DIR", help="sweep folder (default: runs/sweep-DATASET)")
     w.add_argument("--only", nargs="+", metavar="RUN", help="run only these, e.g. --only ebm-RBF gaussian-FFT")
     run_args(w)
@@ -142,6 +162,33 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--points", type=_positive_int, default=400, help="grid points per curve (default: 400)")
     pp.add_argument("--no-pi0", action="store_true", help="leave out the dashed π0 curves")
     device_args(pp, seed=False)
+
+    j = sub.add_parser("jobs", help="run a job file: command lines one after the other, with a summary table",
+                       description="Run the command lines of FILE (one per line, as after 'python cli.py'; '#' starts "
+                                   "a comment; the reference's 'DATASET vanilla|thermo' lines work too) one after the "
+                                   "other. A failing job is recorded and the rest go on; rerun, jobs recorded as "
+                                   "finished or failed are skipped (a changed line is a new job) and an interrupted "
+                                   "training continues from its last checkpoint (train lines run with "
+                                   "--resume-existing). The summary (job, status, "
+                                   "wall time, final held-out log-likelihood, test MSE) is rewritten after every job "
+                                   "to FILE's folder (or --out) as <stem>.summary.csv and <stem>.summary.md.")
+    j.add_argument("file", metavar="FILE", help="job file, e.g. jobs.txt")
+    j.add_argument("--out", metavar="DIR", help="folder for the summary files (default: FILE's folder)")
+    j.add_argument("--dry-run", action="store_true", help="check every line and list what would run; run nothing")
+    j.add_argument("--retry-failed", action="store_true",
+                   help="run again the jobs recorded as failed (by default a rerun skips them as well)")
+
+    pl = sub.add_parser("plot-log", help="plot training curves of one or more runs into a PNG",
+                        description="Plot the per-epoch log (log.csv) of one or more runs, overlaid with a legend: "
+                                    "train loss, held-out log-likelihood, test MSE, and where logged the mean ESS, "
+                                    "sampler acceptance rate and replica swap rate, one panel each.")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folder (holding log.csv) or a log.csv path")
+    pl.add_argument("--out", default="curves.png", help="PNG path (default: curves.png)")
+    pl.add_argument("--labels", nargs="+", metavar="LABEL", help="legend names, one per RUN (default: the folder names)")
+    pl.add_argument("--x", choices=("epoch", "iteration", "time"), default="epoch",
+                    help="x axis: epoch, iteration or training time in seconds (default: epoch)")
+    pl.add_argument("--full-range", action="store_true",
+                    help="y ranges include the untrained model's values (iteration 0), which otherwise lie off scale")
     return p
 
 
@@ -194,9 +241,13 @@ def cmd_train(args: Any) -> int:
             raise CLIError(f"--mode {args.mode} conflicts with the --set/--config values, which select "
                            f"{objective_mode(cfg)}")
         out = args.out or os.path.join("runs", preset)
-        if os.path.exists(os.path.join(out, "ckpt.npz")):
-            raise CLIError(f"{os.path.join(out, 'ckpt.npz')} already exists; continue it with "
-                           f"--resume {os.path.join(out, 'ckpt.npz')} or choose another --out")
+        existing = os.path.join(out, "ckpt.npz")
+        if os.path.exists(existing):
+            if not getattr(args, "resume_existing", False):
+                raise CLIError(f"{existing} already exists; continue it with --resume {existing} "
+                               "(or --resume-existing) or choose another --out")
+            ckpt = _existing_run(existing, cfg, dataset, args.seed)
+            args.resume = existing
     t = cfg["TRAINING"]
     be = get_backend(args.device, t["dtype"])
     x_train, x_test = _load_data(dataset, args, t["N_train"], args.n_test or t["N_test"])
@@ -214,24 +265,44 @@ def cmd_train(args: Any) -> int:
     print(f"training KAEM on {dataset}: {x_train.shape[0]} images, batch {trainer.batch}, "
           f"{trainer.iters_per_epoch} it/epoch, {epochs} epochs, objective {trainer.mode}, device {be.device}, "
           f"{sum(int(p.size) for p in model.parameters().values())} parameters -> {out}", file=sys.stderr)
+    args.result = {"run_dir": out}  # for a job file's summary
     trainer.run(epochs, args.max_iters, log_every=args.log_every)
     print(f"saved {os.path.join(out, 'ckpt.npz')}", file=sys.stderr)
     return 0
 
 
+def _existing_run(path: str, cfg: Any, dataset: str, seed: int) -> dict[str, Any]:
+    """The checkpoint at ``path`` if it continues the run these options describe (same
+    dataset, seed and config); otherwise a CLIError naming what differs."""
+    from kaem.checkpoint import load_checkpoint
+    from kaem.config import config_diff, config_from_ini
+
+    ckpt = load_checkpoint(path)
+    meta = ckpt["meta"]
+    diff = config_diff(config_from_ini(ckpt["config"]), cfg)
+    if meta.get("dataset") != dataset:
+        diff.insert(0, f"dataset: {meta.get('dataset')} stored, {dataset} asked")
+    if int(meta.get("seed", 0)) != seed:
+        diff.insert(0, f"seed: {meta.get('seed')} stored, {seed} asked")
+    if diff:
+        raise CLIError(f"{path} is a different run ({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''}); "
+                       f"continue it with --resume {path}, or choose another --out")
+    return ckpt
+
+
 def cmd_sample(args: Any) -> int:
-    from kaem.backend import get_backend, to_numpy
+    from kaem.backend import get_backend
     from kaem.checkpoint import load_checkpoint, restore_model
     from kaem.atomic import atomic_open
-    from kaem.images import image_grid, save_png
+    from kaem.images import save_sample_grid
 
     ckpt = load_checkpoint(args.ckpt)
     be = get_backend(args.device, ckpt["meta"].get("dtype", "float32"))
     model = restore_model(ckpt, be)
-    x = to_numpy(model.generate(args.n, be.rng(args.seed))).reshape((args.n,) + model.data_shape)
     if not args.out.lower().endswith(".png"):
         raise CLIError(f"--out must be a .png path, got {args.out!r}")
-    save_png(args.out, image_grid(x))
+    x = save_sample_grid(args.out, model, args.n, be.rng(args.seed))
+    args.result = {"output": args.out}
     print(f"wrote {args.out} ({args.n} samples)")
     if args.npy:
         npy = args.out[:-4] + ".npy"
@@ -254,6 +325,7 @@ def cmd_eval(args: Any) -> int:
     S = args.samples or t["eval_importance_samples"]
     res = evaluate(model, be.asarray(x_test.reshape(x_test.shape[0], -1)), S, be.rng(args.seed))
     res.update(n_test=int(x_test.shape[0]), iteration=int(ckpt["meta"]["iteration"]))
+    args.result = {**res, "output": args.ckpt}
     if args.json:
         print(json.dumps(res))
     else:
@@ -266,10 +338,33 @@ def cmd_eval(args: Any) -> int:
     return 0
 
 
+def _option_words(args: Any, command: str, dests: Sequence[str]) -> list[str]:
+    """The options ``dests`` of a parsed ``command`` back as command-line words, those that
+    differ from their defaults only (so that a generated line reads like a typed one)."""
+    sp = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    words: list[str] = []
+    for action in sp._actions:
+        value = getattr(args, action.dest, None)
+        if action.dest not in dests or not action.option_strings or value == action.default:
+            continue
+        flag = action.option_strings[-1]
+        if isinstance(action, argparse._StoreTrueAction):
+            words.append(flag)
+        elif isinstance(action, argparse._AppendAction):
+            words += [w for v in value for w in (flag, str(v))]
+        else:
+            words += [flag, str(value)]
+    return words
+
+
+SWEEP_PASSED_ON = ("set", "epochs", "max_iters", "n_train", "n_test", "batch_size", "dtype", "log_every", "device",
+                   "seed", "data_dir", "no_download")  # sweep options that go into every train line
+
+
 def cmd_sweep(args: Any) -> int:
-    """Each planned run is an ordinary ``train`` (resumed if its checkpoint exists); the
-    summary is rewritten after every run, so it is current even if the sweep stops."""
-    from kaem.sweep import summary_entry, sweep_plan, write_summary
+    """The sweep is a generated job file, OUT/sweep.txt, run by the jobs machinery."""
+    from kaem.jobs import write_job_file
+    from kaem.sweep import sweep_plan
 
     out = args.out or os.path.join("runs", f"sweep-{args.dataset}")
     plan = sweep_plan(args.dataset)
@@ -279,29 +374,86 @@ def cmd_sweep(args: Any) -> int:
         if unknown:
             raise CLIError(f"--only: unknown run(s) {', '.join(unknown)}; valid: {', '.join(names)}")
         plan = [p for p in plan if p["run"] in args.only]
-    entries = []
-    for i, p in enumerate(plan, 1):
-        run_dir = os.path.join(out, p["run"])
-        ckpt = os.path.join(run_dir, "ckpt.npz")
-        print(f"=== sweep {i}/{len(plan)}: {p['run']} (preset {p['preset']}) -> {run_dir}", file=sys.stderr)
-        resume = os.path.exists(ckpt)
-        train_args = argparse.Namespace(**{**vars(args), "dataset": args.dataset, "preset": None if resume else p["preset"],
-                                           "config": None, "mode": None, "out": run_dir,
-                                           "resume": ckpt if resume else None,
-                                           "set": [] if resume else p["overrides"] + list(args.set)})
-        if resume:
-            for k in ("n_train", "batch_size", "dtype"):
-                setattr(train_args, k, None)
-        try:
-            cmd_train(train_args)
-            entries.append(summary_entry(p, run_dir, "ok"))
-        except Exception as e:  # one diverging or broken run must not end the sweep
-            entries.append(summary_entry(p, run_dir, "failed", f"{type(e).__name__}: {e}"))
-            print(f"error: run {p['run']} failed: {e}", file=sys.stderr)
-        csv_path, md_path = write_summary(out, entries)
-    print(open(md_path).read())
-    print(f"wrote {csv_path} and {md_path}")
-    return 0 if all(e["status"] == "ok" for e in entries) else 1
+    common = _option_words(args, "sweep", SWEEP_PASSED_ON)
+    lines = [["train", "--dataset", args.dataset, "--preset", p["preset"],
+              *[w for o in p["overrides"] for w in ("--set", o)], "--out", os.path.join(out, p["run"]), *common]
+             for p in plan]
+    job_file = os.path.join(out, "sweep.txt")
+    write_job_file(job_file, lines, f"generated by 'cli.py sweep' ({len(lines)} runs); it rewrites this file.\n"
+                                    "To change the plan, edit a copy and run it with 'cli.py jobs COPY'.")
+    print(f"wrote {job_file} ({len(lines)} train lines)", file=sys.stderr)
+    return _run_job_file(job_file, out)
+
+
+def _parse_job(argv: list[str]) -> tuple[argparse.Namespace | None, str]:
+    """A job-file line's words parsed as a command: (args, "") or (None, why it cannot run)."""
+    try:
+        args = build_parser(raise_errors=True).parse_args(argv)
+    except CLIError as e:
+        return None, str(e)
+    except SystemExit:  # --help and the like print and exit
+        return None, "the line asks for help instead of running a command"
+    return (None, "a job file cannot run another job file") if args.command == "jobs" else (args, "")
+
+
+def _check_job(argv: list[str]) -> str:
+    return _parse_job(argv)[1]
+
+
+def run_job(argv: list[str]) -> tuple[int, str, dict[str, Any]]:
+    """Run one job-file line in this process: (exit status, error message, result for the
+    summary). A train line that does not name --resume runs with --resume-existing, so that
+    rerunning the file continues an interrupted training and skips over a finished one."""
+    args, problem = _parse_job(argv)
+    if args is None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2, problem, {}
+    if args.command == "train" and not args.resume:
+        args.resume_existing = True
+    status = main(args)
+    return status, getattr(args, "error", ""), getattr(args, "result", {})
+
+
+def _run_job_file(path: str, out: str | None, dry_run: bool = False, retry_failed: bool = False) -> int:
+    from kaem.jobs import plan_text, read_job_file, read_record, run_jobs, summary_paths
+
+    jobs = read_job_file(path, _check_job)
+    csv_path, md_path = summary_paths(path, out)
+    if dry_run:
+        print(plan_text(jobs, read_record(csv_path), retry_failed), end="")
+        return 0 if not any(j.error for j in jobs) else 2
+    done = run_jobs(jobs, run_job, csv_path, md_path, log=lambda m: print(m, file=sys.stderr, flush=True),
+                    retry_failed=retry_failed)
+    with open(md_path, encoding="utf-8") as fh:
+        print(fh.read(), end="")
+    print(f"summary: {md_path} and {csv_path}")
+    return done.status
+
+
+def cmd_jobs(args: Any) -> int:
+    return _run_job_file(args.file, args.out, args.dry_run, args.retry_failed)
+
+
+def cmd_plot_log(args: Any) -> int:
+    from kaem.plots import save_image, training_curves
+    from kaem.runlog import LogError, log_path, read_log
+
+    if not args.out.lower().endswith(".png"):
+        raise CLIError(f"--out must be a .png path, got {args.out!r}")
+    if args.labels and len(args.labels) != len(args.runs):
+        raise CLIError(f"--labels gives {len(args.labels)} name(s) for {len(args.runs)} run(s); give one per RUN")
+    labels = args.labels or [os.path.basename(os.path.dirname(os.path.abspath(log_path(r)))) for r in args.runs]
+    if not args.labels and len(set(labels)) < len(labels):  # same folder names: tell them apart by path
+        labels = list(args.runs)
+    try:
+        runs = [(label, read_log(r)) for label, r in zip(labels, args.runs)]
+    except LogError as e:
+        raise CLIError(str(e)) from None
+    img, _ = training_curves(runs, x=args.x, full_range=args.full_range)
+    save_image(args.out, img)
+    args.result = {"output": args.out}
+    print(f"wrote {args.out} ({img.size[0]}x{img.size[1]} px, {len(runs)} run(s))")
+    return 0
 
 
 def cmd_plot_prior(args: Any) -> int:
@@ -326,27 +478,34 @@ def cmd_plot_prior(args: Any) -> int:
              f"iteration {int(ckpt['meta']['iteration'])}")
     img = prior_density_grid(prior, args.q, args.p, n_points=args.points, show_pi0=not args.no_pi0, title=title)
     save_image(args.out, img)
+    args.result = {"output": args.out}
     print(f"wrote {args.out} ({img.size[0]}x{img.size[1]} px)")
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
+    """Run one command: argv holds the words after cli.py (default: sys.argv[1:]) or is an
+    already parsed Namespace (a job file's line), on which an error's message is left as
+    ``args.error``. Returns the exit status."""
     from kaem.backend import BackendError
     from kaem.checkpoint import CheckpointError
     from kaem.config import ConfigError
     from kaem.datasets import DatasetError
+    from kaem.jobs import JobFileError
     from kaem.train import TrainingError
 
-    args = build_parser().parse_args(argv)
+    args = argv if isinstance(argv, argparse.Namespace) else build_parser().parse_args(argv)
     commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "sweep": cmd_sweep,
-                "plot-prior": cmd_plot_prior}
+                "plot-prior": cmd_plot_prior, "jobs": cmd_jobs, "plot-log": cmd_plot_log}
     try:
         return commands[args.command](args)
-    except (CLIError, ConfigError, DatasetError, CheckpointError, BackendError, TrainingError) as e:
+    except (CLIError, ConfigError, DatasetError, CheckpointError, BackendError, TrainingError, JobFileError) as e:
         print(f"error: {e}", file=sys.stderr)
+        args.error = str(e)
         return 2 if isinstance(e, (CLIError, ConfigError)) else 1
     except OSError as e:  # unwritable --out, full disk, ...: say so, without a traceback
         print(f"error: {e}", file=sys.stderr)
+        args.error = str(e)
         return 1
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint written is intact", file=sys.stderr)

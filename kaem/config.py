@@ -185,6 +185,7 @@ SCHEMA: dict = {
         "eps": real(0.0001, gt=0),
         "update_grid": flag(True),
         "checkpoint_every": integer(1, ge=1),  # epochs
+        "gen_every": integer(1, ge=0),  # epochs between sample grids OUT/samples/epoch_NNN.png; 0 = none
         "eval_importance_samples": integer(1000, ge=1),
         "dtype": choice("float32", ("float32", "float64")),
     },
@@ -585,3 +586,10 @@ def config_from_ini(text: str) -> Config:
     if missing:
         raise ConfigError(f"stored config is missing keys: {', '.join(missing)}")
     return cfg.validate()
+
+
+def config_diff(stored: Config, asked: Config) -> list:
+    """'SECTION.key: A stored, B asked' for every key whose value differs."""
+    return [f"{section}.{key}: {format_value(stored[section][key])} stored, {format_value(asked[section][key])} asked"
+            for section, fields in SCHEMA.items() for key in fields
+            if stored[section][key] != asked[section][key]]

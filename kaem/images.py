@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import math
 
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
 from .atomic import atomic_open
+from .backend import to_numpy
 
 
 def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
@@ -27,3 +30,11 @@ def save_png(path: str, array: np.ndarray) -> None:
     """Write a uint8 (H, W) or (H, W, 3) array as PNG, atomically."""
     with atomic_open(path, "wb", suffix=".png") as fh:
         Image.fromarray(array).save(fh, format="PNG")
+
+
+def save_sample_grid(path: str, model: Any, n: int, rng: Any) -> np.ndarray:
+    """Generate n images from ``model`` (prior -> generator means) with ``rng``, write them
+    as one PNG grid at ``path`` (atomically) and return them as host (n, C, H, W)."""
+    x = to_numpy(model.generate(n, rng)).reshape((n,) + tuple(model.data_shape))
+    save_png(path, image_grid(x))
+    return x

@@ -76,21 +76,35 @@ class Series:
     radius: int = 4
 
 
-def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """About n round tick values (steps 1, 2, 2.5 or 5 × 10^k) inside [lo, hi]."""
+def _tick_range(lo: float, hi: float, step: float) -> range:
+    """The integers i with i·step inside [lo, hi]."""
+    return range(math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9) + 1)
+
+
+def _ticks_at(lo: float, hi: float, step: float) -> list[float]:
+    """Every multiple of step inside [lo, hi], rounded to 3 digits below the step's (so that
+    3·0.1 is 0.3)."""
+    digits = 3 - math.floor(math.log10(step))
+    return [round(i * step, digits) + 0.0 for i in _tick_range(lo, hi, step)]  # + 0.0: no "-0"
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> list[float]:
+    """About n round tick values (steps 1, 2, 2.5 or 5 × 10^k) inside [lo, hi].
+
+    The step is the largest round one that still leaves at least max(2, n − 1) ticks inside
+    the range (a step picked from the range alone can leave a single tick: ±0.9 with step 1
+    has only "0"). integer: steps of at least 1 and no 2.5 (epochs, counts); if even step 1
+    leaves fewer ticks, step 1 it is.
+    """
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return [lo]
-    raw = (hi - lo) / max(n - 1, 1)
-    mag = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * (1 - 1e-9))
-    first = math.ceil(lo / step - 1e-9) * step
-    ticks = []
-    k = 0
-    while first + k * step <= hi + 1e-9 * step:
-        v = first + k * step
-        ticks.append(0.0 if abs(v) < 1e-12 * step else v)
-        k += 1
-    return ticks
+    want = max(2, n - 1)
+    e = math.floor(math.log10((hi - lo) / max(n - 1, 1)))
+    steps = [m * 10.0 ** k for k in range(e - 1, e + 2) for m in (1, 2, 2.5, 5)]
+    if integer:
+        steps = [s for s in steps if s >= 1 and s == int(s)] or [1.0]
+    fitting = [s for s in steps if len(_tick_range(lo, hi, s)) >= want]
+    return _ticks_at(lo, hi, max(fitting) if fitting else min(steps))
 
 
 def _finite_runs(pts: list[tuple[float, float]]) -> list[list[tuple[float, float]]]:
@@ -104,6 +118,43 @@ def _finite_runs(pts: list[tuple[float, float]]) -> list[list[tuple[float, float
     if cur:
         runs.append(cur)
     return runs
+
+
+def _clip_segment(a: tuple[float, float], b: tuple[float, float],
+                  rect: tuple[float, float, float, float]) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The part of segment a-b inside rect = (x0, y0, x1, y1) (Liang–Barsky), or None."""
+    (xa, ya), (xb, yb) = a, b
+    dx, dy = xb - xa, yb - ya
+    t0, t1 = 0.0, 1.0
+    for p, q in ((-dx, xa - rect[0]), (dx, rect[2] - xa), (-dy, ya - rect[1]), (dy, rect[3] - ya)):
+        if p == 0:
+            if q < 0:
+                return None
+        elif p < 0:
+            t0 = max(t0, q / p)
+        else:
+            t1 = min(t1, q / p)
+    if t0 > t1:
+        return None
+    return (xa + t0 * dx, ya + t0 * dy), (xa + t1 * dx, ya + t1 * dy)
+
+
+def _clipped_runs(run: list[tuple[float, float]],
+                  rect: tuple[float, float, float, float]) -> list[list[tuple[float, float]]]:
+    """A polyline cut to rect: the pieces that stay inside (a lone point inside is kept)."""
+    if len(run) == 1:
+        (x, y), = run
+        return [run] if rect[0] <= x <= rect[2] and rect[1] <= y <= rect[3] else []
+    pieces: list[list[tuple[float, float]]] = []
+    for a, b in zip(run, run[1:]):
+        seg = _clip_segment(a, b, rect)
+        if seg is None:
+            continue
+        if pieces and pieces[-1][-1] == seg[0]:
+            pieces[-1].append(seg[1])
+        else:
+            pieces.append([seg[0], seg[1]])
+    return pieces
 
 
 def _dashed(draw: ImageDraw.ImageDraw, pts: list[tuple[float, float]], color: Any, width: int,
@@ -137,7 +188,8 @@ def panel(draw: ImageDraw.ImageDraw, box: tuple[float, float, float, float], ser
     pad: (left, right, top, bottom) pixels between the box and the plot frame; title (and
     subtitle, 12 px lower) sit ``title_y`` px below the box top, left-aligned with the
     frame; xlabel is centred under the tick labels; ylabel sits above the y tick labels.
-    xlim/ylim default to the data range (ylim from 0 when all y ≥ 0). xticks/yticks: the
+    xlim/ylim default to the data range (ylim from 0 when all y ≥ 0); lines and dots
+    outside them are cut at the frame. xticks/yticks: the
     tick values, or an int n for n evenly spaced ticks from lim[0] to lim[1] (ends included).
     fit = (slope, intercept): the line slope·x + intercept across xlim, drawn in red under
     the series. Returns the data -> pixel map of the panel.
@@ -189,14 +241,16 @@ def panel(draw: ImageDraw.ImageDraw, box: tuple[float, float, float, float], ser
     if fit is not None:
         a, b = fit
         draw.line([px(xmin, a * xmin + b), px(xmax, a * xmax + b)], fill=RED, width=2)
+    frame = (x0, y_top, x1, y_bot)  # lines and dots outside xlim/ylim are cut at the frame
     for s in series:
         pts = [px(float(a), float(b)) for a, b in zip(s.x, s.y)]
         if s.kind == "scatter":
             for cx, cy in _finite_runs_flat(pts):
-                r = s.radius
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=s.color)
+                if x0 <= cx <= x1 and y_top <= cy <= y_bot:
+                    r = s.radius
+                    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=s.color)
         elif s.kind == "line":
-            for run in _finite_runs(pts):
+            for run in (piece for r in _finite_runs(pts) for piece in _clipped_runs(r, frame)):
                 if s.dash:
                     _dashed(draw, run, s.color, s.width, s.dash)
                 elif len(run) > 1:
@@ -360,3 +414,97 @@ def _ranges(idx: list[int]) -> str:
             out.append(str(start) if start == a else f"{start}-{a}")
             start = b
     return ",".join(out)
+
+
+# ---- training curves ------------------------------------------------------------------------------
+# (log.csv column, panel title), drawn where at least one run has a finite value
+CURVE_METRICS = (("train_loss", "train loss (epoch mean)"),
+                 ("heldout_loglik_nats", "held-out log-likelihood (nats/image)"),
+                 ("test_mse", "test MSE (generated vs test images)"),
+                 ("ess_mean", "mean ESS (importance sampling)"),
+                 ("accept_rate", "sampler acceptance rate"),
+                 ("swap_rate", "replica exchange swap rate"))
+CURVE_X = {"epoch": ("epoch", "epoch"), "iteration": ("iteration", "iteration"),
+           "time": ("time_s", "training time (s)")}  # --x name -> (log column, axis label)
+PALETTE = (BLUE, RED, (40, 150, 60), (230, 140, 20), (140, 70, 170), (20, 160, 170), (150, 100, 50), GREY)
+CURVE_PANEL = (400, 260)  # one curve panel, pixels
+
+
+def _curve_ylim(runs: Sequence[tuple[str, list[dict[str, float]]]], metric: str,
+                full_range: bool) -> tuple[tuple[float, float], bool]:
+    """The y range of one metric over all runs, padded 5%: by default from the trained rows
+    (iteration > 0) when they hold two or more values, so that the untrained model's
+    far-off evaluation does not flatten the curves. Returns (ylim, whether a value is off it)."""
+    every = [(r["iteration"], r[metric]) for _, rows in runs for r in rows if math.isfinite(r.get(metric, math.nan))]
+    trained = [v for it, v in every if it > 0]
+    ys = trained if len(trained) >= 2 and not full_range else [v for _, v in every]
+    lo, hi = min(ys), max(ys)
+    pad = 0.05 * (hi - lo) if hi > lo else 0.05 * abs(lo) or 1.0
+    ylim = (lo - pad, hi + pad)
+    return ylim, any(not ylim[0] <= v <= ylim[1] for _, v in every)
+
+
+def training_curves(runs: Sequence[tuple[str, list[dict[str, float]]]], x: str = "epoch",
+                    full_range: bool = False) -> tuple[Image.Image, dict[str, Callable[[float, float], tuple[float, float]]]]:
+    """Training curves of one or more runs, overlaid, one panel per metric.
+
+    runs: (label, rows) pairs, rows as ``kaem.runlog.read_log`` returns them. x: ``epoch``,
+    ``iteration`` or ``time`` (training seconds). A panel is drawn for each metric of
+    ``CURVE_METRICS`` that some run logged (ESS only in importance sampling, acceptance
+    and swap rates only with Langevin samplers / thermodynamic integration); each run is a
+    line with a dot per logged value, in its own colour, named in the legend above.
+    The y range leaves out the untrained row (iteration 0) unless ``full_range``; lines
+    leaving the range are cut at the frame. Returns the image and, per metric drawn, the
+    data -> pixel map of its panel.
+    """
+    if x not in CURVE_X:
+        raise ValueError(f"unknown x axis {x!r}; valid: {', '.join(CURVE_X)}")
+    if not runs:
+        raise ValueError("no runs to plot")
+    xcol, xlabel = CURVE_X[x]
+    metrics = [(m, t) for m, t in CURVE_METRICS
+               if any(math.isfinite(r.get(m, math.nan)) for _, rows in runs for r in rows)]
+    fnt = font(GRID_FONT_PX)
+    pw, ph = CURVE_PANEL
+    cols = max(1, min(len(metrics), 2 if len(metrics) <= 4 else 3))
+    width = cols * pw
+    # legend: "title" line, then swatch + label entries flowing over as many lines as needed
+    entries, line, cur = [], 0, 6.0
+    for k, (label, _) in enumerate(runs):
+        w = 30 + fnt.getlength(label) + 18
+        if cur + w > width - 6 and cur > 6:
+            line, cur = line + 1, 6.0
+        entries.append((cur, line, label, PALETTE[k % len(PALETTE)], k >= len(PALETTE)))
+        cur += w
+    header = 6 + LINE_H * (line + 2)
+    rows_of_panels = max(1, math.ceil(len(metrics) / cols))
+    img, draw = canvas(width, header + rows_of_panels * ph)
+    draw.text((6, 4), f"training curves ({len(runs)} run{'s' * (len(runs) > 1)}, x = {xlabel})", fill="black", font=fnt)
+    for cx, ln, label, color, dashed in entries:
+        yy = 4 + LINE_H * (ln + 1) + 7
+        if dashed:
+            _dashed(draw, [(cx, yy), (cx + 24, yy)], color, 3, (5, 3))
+        else:
+            draw.line([(cx, yy), (cx + 24, yy)], fill=color, width=3)
+        draw.text((cx + 30, yy - 7), label, fill="black", font=fnt)
+    xs_all = [r[xcol] for _, rows in runs for r in rows if math.isfinite(r.get(xcol, math.nan))]
+    xlim = (min(xs_all), max(xs_all)) if xs_all else (0.0, 1.0)
+    if xlim[1] <= xlim[0]:
+        xlim = (xlim[0], xlim[0] + 1.0)
+    xt = nice_ticks(*xlim, 5, integer=x != "time")
+    maps = {}
+    for i, (metric, title) in enumerate(metrics):
+        ylim, clipped = _curve_ylim(runs, metric, full_range)
+        yt = nice_ticks(*ylim, 5)
+        series = []
+        for k, (_, rows) in enumerate(runs):
+            color, dash = PALETTE[k % len(PALETTE)], (6, 3) if k >= len(PALETTE) else None
+            xs = [r.get(xcol, math.nan) for r in rows]
+            ys = [r.get(metric, math.nan) for r in rows]
+            series += [Series(xs, ys, color=color, width=2, dash=dash), Series(xs, ys, kind="scatter", color=color, radius=3)]
+        r, c = divmod(i, cols)
+        maps[metric] = panel(draw, (c * pw, header + r * ph, pw, ph), series, title=title,
+                             subtitle="untrained value(s) off scale" if clipped else "", subtitle_color=GREY,
+                             xlabel=xlabel, xlim=xlim, ylim=ylim, xticks=xt, yticks=yt,
+                             xfmt=_fmt_for(xt), yfmt=_fmt_for(yt), pad=(64, 14, 36, 40), fnt=fnt)
+    return img, maps

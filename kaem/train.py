@@ -24,6 +24,7 @@ from .checkpoint import save_checkpoint
 from .config import config_to_ini
 from .evaluate import evaluate
 from .grid_update import grid_update_due
+from .images import save_sample_grid
 from .importance import posterior_draws
 from .langevin import objective_mode, training_step
 from .model import KAEM
@@ -52,6 +53,15 @@ class TrainingError(RuntimeError):
 def _seed_for(*words: int) -> int:
     """A 32-bit seed derived from integers, for per-epoch and per-resume streams."""
     return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1)[0])
+
+
+SAMPLE_GRID_N = 64  # images in each per-epoch grid OUT/samples/epoch_NNN.png
+
+
+def sample_grid_rng(be: Backend, seed: int) -> Any:
+    """The random stream of the per-epoch sample grids: a fresh generator from (seed, 3),
+    independent of the training draws, the same at every epoch and after a resume."""
+    return be.rng(_seed_for(seed, 3))
 
 
 def _fmt_time(s: float) -> str:
@@ -174,6 +184,7 @@ class Trainer:
         rows: list[dict[str, Any]] = []
         if self.iteration == 0 and total > 0:
             rows.append(self._epoch_row(float("nan"), {}))
+            self.save_samples()
         t0, start_iter = time.perf_counter(), self.iteration
         losses, diags, grid_updates = [], {c: [] for c in DIAG_COLUMNS}, 0
         while self.iteration < total:
@@ -198,10 +209,29 @@ class Trainer:
                 diag_mean = {c: m for c, v in diags.items() if math.isfinite(m := self._epoch_mean(v))}
                 diag_mean["grid_updated"] = grid_updates
                 rows.append(self._epoch_row(float(np.mean(losses)), diag_mean))
+                self.save_samples()
                 losses, diags, grid_updates = [], {c: [] for c in DIAG_COLUMNS}, 0
                 if not epoch_end or self.epoch % self.t["checkpoint_every"] == 0 or self.iteration == total:
                     self.save(os.path.join(self.out_dir, "ckpt.npz"))
         return rows
+
+    def save_samples(self) -> str | None:
+        """At an epoch boundary selected by TRAINING.gen_every (epoch 0 = untrained included),
+        write OUT/samples/epoch_NNN.png, a grid of SAMPLE_GRID_N generated images; returns
+        its path (None when no grid is due). Written before the epoch's checkpoint, so an
+        interrupted run redoes it on resume.
+
+        Fixed latents: every grid draws from the same stream, ``sample_grid_rng`` seeded by
+        the run's seed alone (not the training stream), so each grid pushes the same uniforms
+        u through that epoch's inverse CDFs: z = F^{-1}(u) are the same quantiles of a prior
+        that moves, and a resumed run's grids equal an uninterrupted one's.
+        """
+        every = self.t["gen_every"]
+        if not every or self.iteration % self.iters_per_epoch or self.epoch % every:
+            return None
+        path = os.path.join(self.out_dir, "samples", f"epoch_{self.epoch:03d}.png")
+        save_sample_grid(path, self.model, SAMPLE_GRID_N, sample_grid_rng(self.be, self.seed))
+        return path
 
     def _epoch_mean(self, values: list[Any]) -> float:
         """Mean of the finite per-iteration values (device scalars or floats); NaN if none.

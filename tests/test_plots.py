@@ -147,3 +147,92 @@ def test_cli_plot_prior_bad_q_and_out(ckpt, tmp_path, capsys):
     assert cli.main(["plot-prior", "--ckpt", str(ckpt), "--out", str(tmp_path / "x.jpg")]) == 2
     assert cli.main(["plot-prior", "--ckpt", str(tmp_path / "missing.npz")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+# ---- axis ticks and training curves ------------------------------------------------------------
+def test_nice_ticks_never_leave_a_lone_tick():
+    """A step picked from the range alone left ±0.9 with the single tick "0"; every range
+    now gets at least max(2, n − 1) round ticks inside it, and not many more."""
+    assert nice_ticks(-0.9, 0.9, 4) == [-0.5, 0.0, 0.5]
+    assert nice_ticks(0, 1, 5, integer=True) == [0.0, 1.0] and nice_ticks(0, 10, 5, integer=True)[1] == 2.0
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        lo = rng.uniform(-10, 10) * 10.0 ** rng.integers(-4, 5)
+        hi = lo + rng.exponential() * 10.0 ** rng.integers(-4, 5) + 1e-6 * abs(lo)
+        n = int(rng.integers(3, 8))
+        t = nice_ticks(lo, hi, n)
+        span = hi - lo
+        assert max(2, n - 1) <= len(t) <= 2 * n + 1, (lo, hi, n, t)
+        assert all(lo - 1e-9 * span <= v <= hi + 1e-9 * span for v in t)
+        step = np.diff(t)
+        mantissa = step[0] / 10.0 ** np.floor(np.log10(step[0]) + 1e-9)
+        assert np.allclose(step, step[0]) and np.isclose(mantissa, [1, 2, 2.5, 5]).any(), (lo, hi, t)
+
+
+def _log_rows(epochs, loglik, mse, ess=None):
+    rows = []
+    for i, (e, ll, m) in enumerate(zip(epochs, loglik, mse)):
+        rows.append({"epoch": float(e), "iteration": float(10 * e), "time_s": 3.0 * e, "train_loss": np.nan if i == 0 else -ll + 5,
+                     "heldout_loglik_nats": ll, "test_mse": m, "ess_mean": np.nan if ess is None else ess[i],
+                     "accept_rate": np.nan, "swap_rate": np.nan})
+    return rows
+
+
+def _colour_near(arr, xy, colour, r=1):
+    x, y = int(round(xy[0])), int(round(xy[1]))
+    patch = arr[y - r:y + r + 1, x - r:x + r + 1].reshape(-1, 3)
+    return (np.abs(patch.astype(int) - colour).sum(axis=1) <= 30).any()
+
+
+def test_training_curves_put_every_logged_value_where_its_axes_say():
+    from kaem.plots import CURVE_METRICS, PALETTE, training_curves
+
+    a = _log_rows([0, 1, 2, 3], [-3000.0, -150.0, -40.0, 20.0], [0.19, 0.15, 0.146, 0.144], ess=[1.0, 1.5, 1.2, 1.1])
+    b = _log_rows([0, 1, 2], [-3000.0, -120.0, 5.0], [0.19, 0.152, 0.149])
+    img, maps = training_curves([("a", a), ("b", b)])
+    arr = np.asarray(img)
+    # panels only for what was logged: no acceptance or swap rate in IS runs
+    assert list(maps) == [m for m, _ in CURVE_METRICS[:4]]
+    for k, rows in enumerate((a, b)):
+        for metric, px in maps.items():
+            for r in rows:
+                if np.isfinite(r[metric]) and r["iteration"] > 0:  # the untrained row is off scale
+                    assert _colour_near(arr, px(r["epoch"], r[metric]), PALETTE[k]), (k, metric, r)
+    # the maps are affine: equal steps in data are equal steps in pixels, and y grows upwards
+    px = maps["heldout_loglik_nats"]
+    (x0, y0), (x1, y1), (x2, _) = px(0, 0), px(1, 10), px(2, 0)
+    assert x1 - x0 == pytest.approx(x2 - x1) and y1 < y0
+    # the untrained -3000 lies off scale: the y range is the trained values' (-150..20) padded
+    # by 5%, and the lines towards -3000 stop at the frame: no curve colour below it
+    bottom = px(0, -150 - 0.05 * 170)[1]
+    assert px(0, 20 + 0.05 * 170)[1] < px(3, 20)[1] < px(1, -150)[1] < bottom
+    below = arr[int(bottom) + 2:int(bottom) + 60, int(px(0, 0)[0]) - 3:int(px(3, 0)[0]) + 4].reshape(-1, 3).astype(int)
+    for colour in PALETTE[:2]:
+        assert not (np.abs(below - colour).sum(axis=1) <= 30).any()
+    full, fmaps = training_curves([("a", a)], full_range=True)
+    assert _colour_near(np.asarray(full), fmaps["heldout_loglik_nats"](0, -3000.0), PALETTE[0])
+
+
+def test_cli_plot_log_two_runs(tmp_path, capsys):
+    """plot-log on two run folders draws what training_curves draws from their log.csv."""
+    import csv as _csv
+
+    from kaem.plots import training_curves
+    from kaem.runlog import read_log
+
+    for name, rows in (("is", _log_rows([0, 1, 2], [-3000.0, -100.0, 10.0], [0.2, 0.15, 0.14], ess=[1, 2, 3])),
+                       ("thermo", _log_rows([0, 1, 2], [-3000.0, -90.0, 30.0], [0.2, 0.16, 0.13]))):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "log.csv", "w", newline="") as fh:
+            w = _csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows({k: ("" if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()} for r in rows)
+    out = tmp_path / "curves.png"
+    assert cli.main(["plot-log", str(tmp_path / "is"), str(tmp_path / "thermo" / "log.csv"), "--out", str(out)]) == 0
+    runs = [("is", read_log(str(tmp_path / "is"))), ("thermo", read_log(str(tmp_path / "thermo")))]
+    expected, _ = training_curves(runs)
+    np.testing.assert_array_equal(np.asarray(Image.open(out).convert("RGB")), np.asarray(expected))
+    assert cli.main(["plot-log", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "nothing" in err and "log.csv" in err
+    assert cli.main(["plot-log", str(tmp_path / "is"), "--labels", "x", "y", "--out", str(out)]) == 2
