@@ -575,14 +575,20 @@ def config_to_ini(cfg: Config) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+# Keys added after checkpoints were first written, which change no model or training
+# arithmetic: a stored config without one takes the schema default.
+LATER_KEYS = {("TRAINING", "gen_every")}
+
+
 def config_from_ini(text: str) -> Config:
     """Read ``config_to_ini`` text back. Every key must be present (no defaults are
-    filled in, so a stored config means exactly what it says)."""
+    filled in, so a stored config means exactly what it says), except the LATER_KEYS."""
     entries = _read_ini(text, "stored config")
     cfg = _schema_defaults()
     _apply_entries(cfg, entries, "stored config")
     missing = [f"{section}.{key}" for section, fields in SCHEMA.items() for key in fields
-               if key not in {resolve_key(section, k) for k in entries.get(section, {})}]
+               if key not in {resolve_key(section, k) for k in entries.get(section, {})}
+               and (section, key) not in LATER_KEYS]
     if missing:
         raise ConfigError(f"stored config is missing keys: {', '.join(missing)}")
     return cfg.validate()

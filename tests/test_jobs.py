@@ -156,3 +156,12 @@ def test_make_train_vanilla_with_upper_case_dataset(data_dir, tmp_path):
     assert "resuming" in again.stderr and os.path.getmtime(ckpt) == mtime
     help_text = subprocess.run(["make", "-s", "-C", ROOT, "help"], capture_output=True, text=True).stdout
     assert all(t in help_text for t in ("train-vanilla", "train-thermo", "train-sequential", "bench"))
+
+
+def test_example_job_file_is_valid():
+    """The README's walk-through file parses, line by line, as commands."""
+    from kaem.jobs import read_job_file
+
+    jobs = read_job_file(os.path.join(ROOT, "examples", "day-with-kaem.txt"), cli._check_job)
+    assert len(jobs) == 4 and not any(j.error for j in jobs)
+    assert [j.argv[0] for j in jobs] == ["train", "train", "eval", "eval"]

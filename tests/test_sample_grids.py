@@ -49,3 +49,17 @@ def test_gen_every_two_and_zero(tmp_path, data_dir):
     assert sorted(os.listdir(tmp_path / "two" / "samples")) == ["epoch_000.png", "epoch_002.png"]
     assert _train(tmp_path / "none", data_dir, "--epochs", "1", "--set", "TRAINING.gen_every=0") == 0
     assert not os.path.exists(tmp_path / "none" / "samples")
+
+
+def test_config_stored_before_gen_every_still_loads():
+    """Checkpoints written before the key existed keep loading (with the default); any
+    other missing key is still an error."""
+    import pytest
+
+    from kaem.config import ConfigError, config_from_ini, config_to_ini, load_config
+
+    text = config_to_ini(load_config("fmnist"))
+    old = "\n".join(line for line in text.splitlines() if not line.startswith("gen_every"))
+    assert "gen_every" not in old and config_from_ini(old)["TRAINING"]["gen_every"] == 1
+    with pytest.raises(ConfigError, match="N_test"):
+        config_from_ini("\n".join(line for line in old.splitlines() if not line.startswith("N_test")))
