@@ -8,6 +8,8 @@
     python cli.py plot-prior --ckpt runs/fmnist/ckpt.npz --out prior.png   # learned π_{q,p}
     python cli.py jobs jobs.txt                              # command lines one after the other
     python cli.py plot-log runs/a runs/b --out curves.png    # training curves from log.csv
+    python cli.py compare --ckpt runs/darcy/ckpt.npz --out compare.png    # test data vs samples
+    python cli.py make-darcy --n 1100 --resolution 32 --seed 0            # data/darcy/*.npz
 
 Every failure prints one line starting with "error:" and exits non-zero; existing
 checkpoints and dataset files are never modified by a failing command.
@@ -72,13 +74,13 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     """The argument parser; raise_errors: bad arguments raise CLIError instead of exiting."""
     from kaem.backend import DEVICES, DTYPES
     from kaem.config import DATASET_DEFAULTS
-    from kaem.datasets import DATASETS
+    from kaem.datasets import DATASETS, darcy
     from kaem.langevin import MODES
 
     p = (_RaisingParser if raise_errors else argparse.ArgumentParser)(
         prog="cli.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True,
-                           metavar="{train,sample,eval,sweep,plot-prior,jobs,plot-log}")
+                           metavar="{train,sample,eval,sweep,plot-prior,jobs,plot-log,compare,make-darcy}")
 
     def device_args(sp: argparse.ArgumentParser, seed: bool = True) -> None:
         sp.add_argument("--device", choices=DEVICES, default="cpu",
@@ -101,6 +103,10 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
         sp.add_argument("--batch-size", type=_positive_int, help="minibatch size (default: TRAINING.batch_size)")
         sp.add_argument("--dtype", choices=DTYPES, help="float type (default: TRAINING.dtype)")
         sp.add_argument("--log-every", type=_positive_int, default=50, help="progress line every N iterations (default: 50)")
+        sp.add_argument("--resize", type=_positive_int, metavar="N",
+                        help="train on N×N images (the reference's img_resize, for CPU prototyping; celeba: "
+                             "crop then resize, default 64; darcy: the generated resolution, default 32); "
+                             "stored in the checkpoint, so eval and --resume reuse it")
         device_args(sp)
         data_args(sp)
 
@@ -141,6 +147,9 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     s.add_argument("--n", type=_positive_int, default=64, help="number of samples (default: 64)")
     s.add_argument("--out", default="samples.png", help="PNG path (default: samples.png)")
     s.add_argument("--npy", action="store_true", help="also write the raw array (n, C, H, W) next to the PNG as .npy")
+    s.add_argument("--png-dir", metavar="DIR",
+                   help="also write one PNG per sample into DIR (000000.png, ...), e.g. for FID with "
+                        "torch-fidelity or clean-fid")
     device_args(s)
 
     e = sub.add_parser("eval", help="held-out log-likelihood and test MSE of a checkpoint")
@@ -189,23 +198,51 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
                     help="x axis: epoch, iteration or training time in seconds (default: epoch)")
     pl.add_argument("--full-range", action="store_true",
                     help="y ranges include the untrained model's values (iteration 0), which otherwise lie off scale")
+
+    c = sub.add_parser("compare", help="real test images next to generated ones, with pixel mean and std, as a PNG",
+                       description="Draw the first N test images above N generated ones, and the per-pixel mean "
+                                   "and standard deviation of the test set and of as many generated samples: a "
+                                   "model that matches the data matches both. One-channel data (Darcy's u) are "
+                                   "drawn in false colour.")
+    c.add_argument("--ckpt", required=True, help="checkpoint (.npz) written by train")
+    c.add_argument("--out", default="compare.png", help="PNG path (default: compare.png)")
+    c.add_argument("--n", type=_positive_int, default=8, help="images shown per row (default: 8)")
+    c.add_argument("--n-test", type=_positive_int, help="test images, and generated samples, for the mean and std "
+                                                        "(default: TRAINING.N_test)")
+    device_args(c)
+    data_args(c)
+
+    md = sub.add_parser("make-darcy", help="generate a Darcy flow dataset (permeability a, solution u) as .npz",
+                        description="Generate N Darcy flow samples at R×R interior nodes: permeability a = 12 where "
+                                    "a Gaussian random field with covariance (−Δ+9I)^−2 is positive, else 3; u solves "
+                                    "−∇·(a∇u) = 1, u = 0 on the boundary (5-point finite differences). Writes "
+                                    "DIR/darcy/darcy_rR_nN_sS.npz atomically (float32 a and unscaled u, (N, R, R)); "
+                                    "the same seed gives the same file. --dataset darcy uses (and makes on first "
+                                    f"use) the default file: N={darcy.DEFAULT_N}, R={darcy.DEFAULT_RESOLUTION}, seed "
+                                    f"{darcy.DEFAULT_SEED}.")
+    md.add_argument("--n", type=_positive_int, default=darcy.DEFAULT_N, help=f"samples (default: {darcy.DEFAULT_N})")
+    md.add_argument("--resolution", type=_positive_int, default=darcy.DEFAULT_RESOLUTION, metavar="R",
+                    help=f"interior nodes per side (default: {darcy.DEFAULT_RESOLUTION})")
+    md.add_argument("--seed", type=int, default=darcy.DEFAULT_SEED, help=f"random seed (default: {darcy.DEFAULT_SEED})")
+    md.add_argument("--data-dir", default="data", help="dataset folder; the file goes into DIR/darcy/ (default: data)")
     return p
 
 
 # ---- commands -------------------------------------------------------------------------------
-def _load_data(dataset: str, args: Any, n_train: int | None, n_test: int) -> tuple[np.ndarray | None, np.ndarray]:
+def _load_data(dataset: str, args: Any, n_train: int | None, n_test: int,
+               resize: int | None = None) -> tuple[np.ndarray | None, np.ndarray]:
     from kaem.datasets import load_dataset
 
     dl = not args.no_download
-    train = None if n_train is None else load_dataset(dataset, "train", args.data_dir, dl, n=n_train)
-    return train, load_dataset(dataset, "test", args.data_dir, dl, n=n_test)
+    train = None if n_train is None else load_dataset(dataset, "train", args.data_dir, dl, n=n_train, resize=resize)
+    return train, load_dataset(dataset, "test", args.data_dir, dl, n=n_test, resize=resize)
 
 
 def cmd_train(args: Any) -> int:
     from kaem.backend import get_backend
     from kaem.checkpoint import load_checkpoint, restore_model
     from kaem.config import config_from_ini, load_config, preset_dataset
-    from kaem.datasets import dataset_shape
+    from kaem.datasets import dataset_info, dataset_shape
     from kaem.langevin import objective_mode
     from kaem.model import KAEM
     from kaem.train import Trainer
@@ -220,6 +257,9 @@ def cmd_train(args: Any) -> int:
         if args.dataset and args.dataset != dataset:
             raise CLIError(f"--dataset {args.dataset} differs from the checkpoint's dataset {dataset}")
         cfg = config_from_ini(ckpt["config"])
+        resize = (ckpt["meta"].get("data") or {}).get("resize")
+        if args.resize and args.resize != resize:
+            raise CLIError(f"--resize {args.resize} differs from the checkpoint's image size (resize {resize})")
         if args.mode and args.mode != objective_mode(cfg):
             raise CLIError(f"--mode {args.mode} differs from the checkpoint's objective {objective_mode(cfg)} "
                            "(a resumed run keeps its objective)")
@@ -227,6 +267,7 @@ def cmd_train(args: Any) -> int:
     else:
         preset = args.preset or args.dataset or "mnist"
         dataset = args.dataset or preset_dataset(preset)
+        resize = args.resize
         if preset_dataset(preset) != dataset:
             raise CLIError(f"--preset {preset} is for {preset_dataset(preset)}, not --dataset {dataset}")
         overrides = list(args.set)
@@ -250,14 +291,18 @@ def cmd_train(args: Any) -> int:
             args.resume = existing
     t = cfg["TRAINING"]
     be = get_backend(args.device, t["dtype"])
-    x_train, x_test = _load_data(dataset, args, t["N_train"], args.n_test or t["N_test"])
+    x_train, x_test = _load_data(dataset, args, t["N_train"], args.n_test or t["N_test"], resize)
+    info = dataset_info(dataset, args.data_dir, resize)
     if ckpt is not None:
+        stored = ckpt["meta"].get("data") or {"resize": None}
+        if stored != info:
+            raise CLIError(f"the data differ from those the checkpoint was trained on: {info} here, {stored} stored")
         model = restore_model(ckpt, be)
         seed = int(ckpt["meta"]["seed"])
     else:
         seed = args.seed
-        model = KAEM(cfg, dataset_shape(dataset), be, seed=seed)
-    trainer = Trainer(model, be, x_train, x_test, out, seed=seed, dataset=dataset)
+        model = KAEM(cfg, dataset_shape(dataset, resize), be, seed=seed)
+    trainer = Trainer(model, be, x_train, x_test, out, seed=seed, dataset=dataset, data_info=info)
     if ckpt is not None:
         trainer.restore(ckpt)
         print(f"resuming {args.resume} at iteration {trainer.iteration} (epoch {trainer.epoch})", file=sys.stderr)
@@ -294,7 +339,7 @@ def cmd_sample(args: Any) -> int:
     from kaem.backend import get_backend
     from kaem.checkpoint import load_checkpoint, restore_model
     from kaem.atomic import atomic_open
-    from kaem.images import save_sample_grid
+    from kaem.images import save_pngs, save_sample_grid
 
     ckpt = load_checkpoint(args.ckpt)
     be = get_backend(args.device, ckpt["meta"].get("dtype", "float32"))
@@ -304,6 +349,9 @@ def cmd_sample(args: Any) -> int:
     x = save_sample_grid(args.out, model, args.n, be.rng(args.seed))
     args.result = {"output": args.out}
     print(f"wrote {args.out} ({args.n} samples)")
+    if args.png_dir:
+        save_pngs(args.png_dir, x)
+        print(f"wrote {args.n} PNGs to {args.png_dir}/ (000000.png, ...)")
     if args.npy:
         npy = args.out[:-4] + ".npy"
         with atomic_open(npy, "wb", suffix=".npy") as fh:
@@ -321,7 +369,8 @@ def cmd_eval(args: Any) -> int:
     be = get_backend(args.device, ckpt["meta"].get("dtype", "float32"))
     model = restore_model(ckpt, be)
     t = model.cfg["TRAINING"]
-    _, x_test = _load_data(ckpt["meta"]["dataset"], args, None, args.n_test or t["N_test"])
+    resize = (ckpt["meta"].get("data") or {}).get("resize")
+    _, x_test = _load_data(ckpt["meta"]["dataset"], args, None, args.n_test or t["N_test"], resize)
     S = args.samples or t["eval_importance_samples"]
     res = evaluate(model, be.asarray(x_test.reshape(x_test.shape[0], -1)), S, be.rng(args.seed))
     res.update(n_test=int(x_test.shape[0]), iteration=int(ckpt["meta"]["iteration"]))
@@ -483,6 +532,37 @@ def cmd_plot_prior(args: Any) -> int:
     return 0
 
 
+def cmd_compare(args: Any) -> int:
+    from kaem.backend import get_backend, to_numpy
+    from kaem.checkpoint import load_checkpoint, restore_model
+    from kaem.plots import real_vs_generated, save_image
+
+    if not args.out.lower().endswith(".png"):
+        raise CLIError(f"--out must be a .png path, got {args.out!r}")
+    ckpt = load_checkpoint(args.ckpt)
+    be = get_backend(args.device, ckpt["meta"].get("dtype", "float32"))
+    model = restore_model(ckpt, be)
+    resize = (ckpt["meta"].get("data") or {}).get("resize")
+    dataset = ckpt["meta"]["dataset"]
+    _, x_test = _load_data(dataset, args, None, args.n_test or model.cfg["TRAINING"]["N_test"], resize)
+    n = x_test.shape[0]
+    gen = to_numpy(model.generate(n, be.rng(args.seed))).reshape((n,) + model.data_shape)
+    title = f"{dataset}: real (test) vs generated, {os.path.basename(args.ckpt)} at iteration {int(ckpt['meta']['iteration'])}"
+    save_image(args.out, real_vs_generated(x_test, gen, args.n, title))
+    print(f"wrote {args.out} ({n} test images, {n} samples)")
+    return 0
+
+
+def cmd_make_darcy(args: Any) -> int:
+    from kaem.datasets.darcy import make_darcy
+
+    if args.resolution < 2:
+        raise CLIError(f"--resolution must be at least 2, got {args.resolution}")
+    path = make_darcy(args.n, args.resolution, args.seed, args.data_dir)
+    print(f"{path}: {args.n} samples, a and u of shape ({args.n}, {args.resolution}, {args.resolution})")
+    return 0
+
+
 def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
     """Run one command: argv holds the words after cli.py (default: sys.argv[1:]) or is an
     already parsed Namespace (a job file's line), on which an error's message is left as
@@ -496,7 +576,8 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
 
     args = argv if isinstance(argv, argparse.Namespace) else build_parser().parse_args(argv)
     commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "sweep": cmd_sweep,
-                "plot-prior": cmd_plot_prior, "jobs": cmd_jobs, "plot-log": cmd_plot_log}
+                "plot-prior": cmd_plot_prior, "jobs": cmd_jobs, "plot-log": cmd_plot_log,
+                "compare": cmd_compare, "make-darcy": cmd_make_darcy}
     try:
         return commands[args.command](args)
     except (CLIError, ConfigError, DatasetError, CheckpointError, BackendError, TrainingError, JobFileError) as e:

@@ -1,8 +1,9 @@
-"""Image grids as PNG (Pillow), written atomically."""
+"""Images as PNG (Pillow), written atomically: sample grids, one file per sample (for FID
+tools such as torch-fidelity and clean-fid), and false-colour maps of scalar fields."""
 from __future__ import annotations
 
 import math
-
+import os
 from typing import Any
 
 import numpy as np
@@ -12,18 +13,29 @@ from .atomic import atomic_open
 from .backend import to_numpy
 
 
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Images (n, C, H, W), C = 1 or 3, values in [0, 1] (clipped) -> uint8 (n, H, W) for
+    C = 1 or (n, H, W, 3) for C = 3: the layouts Pillow reads as greyscale / RGB."""
+    n, C, H, W = images.shape
+    if C not in (1, 3):
+        raise ValueError(f"images must have 1 or 3 channels, got {C}")
+    out = (np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return out[:, 0] if C == 1 else out.transpose(0, 2, 3, 1)
+
+
 def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
-    """Tile images (n, C, H, W) with values in [0, 1] into one uint8 array (rows·(H+pad)+pad,
-    cols·(W+pad)+pad[, C]); values outside [0, 1] are clipped."""
+    """Tile images (n, C, H, W), C = 1 or 3, values in [0, 1] (clipped) into one uint8 array
+    (rows·(H+pad)+pad, cols·(W+pad)+pad[, 3]) with ``nrow`` columns (default ≈ √n); the
+    padding and unused tiles are black."""
     n, C, H, W = images.shape
     cols = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / cols)
-    grid = np.zeros((C, rows * (H + pad) + pad, cols * (W + pad) + pad), dtype=np.float32)
-    for i in range(n):  # a few dozen tiles: host-side, not a hot loop
-        r, c = divmod(i, cols)
-        grid[:, pad + r * (H + pad):pad + r * (H + pad) + H, pad + c * (W + pad):pad + c * (W + pad) + W] = images[i]
-    out = (np.clip(grid, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return out[0] if C == 1 else out.transpose(1, 2, 0)
+    tiles = np.zeros((rows * cols, C, H + pad, W + pad), np.float32)
+    tiles[:n, :, pad:, pad:] = images
+    # (rows, cols, C, H+pad, W+pad) -> (C, rows, H+pad, cols, W+pad), then close the right/bottom edge
+    grid = tiles.reshape(rows, cols, C, H + pad, W + pad).transpose(2, 0, 3, 1, 4)
+    grid = np.pad(grid.reshape(C, rows * (H + pad), cols * (W + pad)), ((0, 0), (0, pad), (0, pad)))
+    return to_uint8(grid[None])[0]
 
 
 def save_png(path: str, array: np.ndarray) -> None:
@@ -38,3 +50,27 @@ def save_sample_grid(path: str, model: Any, n: int, rng: Any) -> np.ndarray:
     x = to_numpy(model.generate(n, rng)).reshape((n,) + tuple(model.data_shape))
     save_png(path, image_grid(x))
     return x
+
+
+def save_pngs(folder: str, images: np.ndarray) -> list[str]:
+    """One PNG per image (n, C, H, W) in [0, 1]: ``folder/000000.png``, ... (greyscale or RGB,
+    each written atomically); returns the paths."""
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, f"{i:06d}.png") for i in range(images.shape[0])]
+    for path, img in zip(paths, to_uint8(images)):
+        save_png(path, img)
+    return paths
+
+
+# viridis (matplotlib's perceptually uniform map) at 9 evenly spaced stops, as sRGB
+_VIRIDIS = np.array([(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
+                     (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37)], np.float32)
+
+
+def colormap(x: np.ndarray, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
+    """False colour for a scalar field: x (...) -> uint8 (..., 3), viridis from ``lo`` (dark
+    blue) to ``hi`` (yellow), values outside clipped; linear between the stops."""
+    t = np.clip((np.asarray(x, np.float32) - lo) / max(hi - lo, 1e-12), 0, 1) * (len(_VIRIDIS) - 1)
+    i = np.minimum(t.astype(np.int64), len(_VIRIDIS) - 2)
+    frac = (t - i)[..., None]
+    return (_VIRIDIS[i] * (1 - frac) + _VIRIDIS[i + 1] * frac + 0.5).astype(np.uint8)

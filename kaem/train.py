@@ -78,9 +78,11 @@ class Trainer:
     """
 
     def __init__(self, model: KAEM, be: Backend, x_train: np.ndarray, x_test: np.ndarray,
-                 out_dir: str, seed: int = 0, dataset: str = "", log: Callable[[str], None] | None = None) -> None:
+                 out_dir: str, seed: int = 0, dataset: str = "", log: Callable[[str], None] | None = None,
+                 data_info: dict[str, Any] | None = None) -> None:
         cfg = model.cfg
         self.model, self.be, self.out_dir, self.seed, self.dataset = model, be, out_dir, seed, dataset
+        self.data_info = data_info or {}  # kaem.datasets.dataset_info: resize, darcy's scaling, ...
         self.t = cfg["TRAINING"]
         self.opt = Adam(model.parameters(), lr=cfg["OPTIMIZER"]["learning_rate"])
         self.x_train = be.asarray(x_train.reshape(x_train.shape[0], -1))
@@ -108,7 +110,7 @@ class Trainer:
                 "dataset": self.dataset, "data_shape": list(self.model.data_shape),
                 "dtype": np.dtype(self.be.dtype).name, "rng_state": rng_state, "elapsed_s": self.elapsed,
                 "last_grid_update": self.last_grid_update, "mode": self.mode,
-                "sampler_state": self.sampler_state}
+                "sampler_state": self.sampler_state, "data": self.data_info}
 
     def save(self, path: str) -> None:
         save_checkpoint(path, self.model.parameters(), self.model.buffers(), self.opt.state_dict(),

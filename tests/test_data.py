@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from kaem.datasets import idx as data
+from kaem.datasets import download
 from kaem import datasets
 from kaem.datasets import DatasetError
 
@@ -128,12 +129,13 @@ def test_read_idx_missing_file_names_it(tmp_path):
 
 
 def test_shapes_and_unknown_names(tmp_path):
-    assert data.DATASETS == ("mnist", "fmnist")
-    assert all(data.dataset_shape(n) == (1, 28, 28) for n in data.DATASETS)
-    assert all(datasets.dataset_shape(n) == (1, 28, 28) for n in data.DATASETS)
+    assert data.DATASETS == ("mnist", "fmnist", "mnist32", "fmnist32")
+    for n in data.DATASETS:
+        side = 32 if n.endswith("32") else 28
+        assert data.dataset_shape(n) == datasets.dataset_shape(n) == (1, side, side)
     for call in (lambda: data.dataset_shape("cifar"), lambda: data.locate("cifar", tmp_path),
                  lambda: data.load_dataset("cifar", data_dir=tmp_path)):
-        with pytest.raises(DatasetError, match="mnist, fmnist"):
+        with pytest.raises(DatasetError, match="mnist, fmnist, mnist32, fmnist32"):
             call()
     with pytest.raises(DatasetError, match="train, test"):
         data.load_dataset("mnist", "val", data_dir=tmp_path, download=False)
@@ -151,6 +153,20 @@ def test_load_dataset_shapes_dtype_scaling(tmp_path, gz, no_system_dirs):
         assert x.shape == (n, 1, 28, 28) and x.dtype == np.float32
         assert isinstance(x, np.ndarray) and 0.0 <= x.min() and x.max() <= 1.0
         np.testing.assert_allclose(x[:, 0] * 255.0, arrays[base], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mnist32", "fmnist32"])
+def test_padded_variants_read_the_same_files(tmp_path, name, no_system_dirs):
+    arrays = make_dataset(tmp_path / name[:-2])  # mnist32 reads <data_dir>/mnist/
+    x = data.load_dataset(name, "test", data_dir=tmp_path, download=False, n=2)
+    assert x.shape == (2, 1, 32, 32) and x.dtype == np.float32
+    np.testing.assert_allclose(x[:, 0, 2:30, 2:30] * 255.0, arrays["t10k-images-idx3-ubyte"][:2], atol=1e-4)
+    border = np.ones((32, 32), bool)
+    border[2:30, 2:30] = False
+    assert not x[:, 0, border].any()
+    with pytest.raises(DatasetError) as info:  # missing files: the message names the shared folder
+        data.load_dataset(name, data_dir=tmp_path / "empty", download=False)
+    assert str((tmp_path / "empty" / name[:-2]).resolve()) in str(info.value)
 
 
 def test_load_dataset_scaling_endpoints(tmp_path, no_system_dirs):
@@ -237,12 +253,12 @@ def test_missing_everything_message(tmp_path, name, no_system_dirs):
     with pytest.raises(DatasetError) as info:
         data.locate(name, tmp_path / "data", download=False)
     msg = str(info.value)
-    assert str((tmp_path / "data" / name).resolve()) in msg
+    assert str((tmp_path / "data" / data.PADDED.get(name, name)).resolve()) in msg
     for base in data.FILES:
         assert f"{base}.gz" in msg
-    for mirror in data.SOURCES[name].mirrors:
+    for mirror in data.SOURCES[data.PADDED.get(name, name)].mirrors:
         assert mirror in msg
-    assert ("apt-get install -y dataset-fashion-mnist" in msg) == (name == "fmnist")
+    assert ("apt-get install -y dataset-fashion-mnist" in msg) == name.startswith("fmnist")
     assert not (tmp_path / "data").exists()  # download=False creates nothing
 
 
@@ -311,7 +327,7 @@ def test_download_interrupted_leaves_no_partial_file(tmp_path, monkeypatch):
         out.write(b"half a file")
         raise OSError("connection reset")
 
-    monkeypatch.setattr(data, "_fetch", broken_fetch)
+    monkeypatch.setattr(download, "fetch", broken_fetch)
     with pytest.raises(DatasetError, match="connection reset"):
         data.locate("mnist", tmp_path)
     assert folder.is_dir() and list(folder.iterdir()) == []
@@ -321,7 +337,7 @@ def test_download_false_never_fetches(tmp_path, monkeypatch, no_system_dirs):
     def no_fetch(*args):
         raise AssertionError("fetched with download=False")
 
-    monkeypatch.setattr(data, "_fetch", no_fetch)
+    monkeypatch.setattr(download, "fetch", no_fetch)
     with pytest.raises(DatasetError):
         data.load_dataset("mnist", data_dir=tmp_path, download=False)
 

@@ -10,29 +10,30 @@ this order:
    written atomically, never overwriting a file that is already there);
 4. otherwise a :class:`DatasetError` that says which files to put where.
 
-:func:`load_dataset` returns images as host float32 ``(N, 1, 28, 28)`` in ``[0, 1]``;
-labels are never loaded (the model is unconditional). Only numpy and the standard library
+:func:`load_dataset` returns images as host float32 ``(N, 1, 28, 28)`` in ``[0, 1]``
+(``mnist32`` / ``fmnist32``: the same files, zero-padded to ``(N, 1, 32, 32)``); labels are
+never loaded (the model is unconditional). Only numpy and the standard library
 are used, so data loading never depends on the GPU extra.
 """
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import pathlib
 import sys
-import tempfile
-import time
-import urllib.request
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
 
 import numpy as np
 
-from .base import DatasetError, check_n, check_split
+from .base import DatasetError, check_count, check_n, check_split, to_unit_float
+from .download import download_file
 
-DATASETS: tuple[str, ...] = ("mnist", "fmnist")
+# The 32×32 variants read the same files (from ``<data_dir>/<base>/``) and zero-pad 2 px on
+# each side, so that generators with a 32×32 output (the conv-transpose stack) train on them.
+PADDED: dict[str, str] = {"mnist32": "mnist", "fmnist32": "fmnist"}
+PAD = 2
+DATASETS: tuple[str, ...] = ("mnist", "fmnist", *PADDED)
 
 # (images, labels) base names per split; on disk each may also carry a ".gz" suffix.
 SPLIT_FILES: dict[str, tuple[str, str]] = {
@@ -46,8 +47,6 @@ _IDX_DTYPES: dict[int, str] = {
     0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"
 }
 _GZIP_MAGIC = b"\x1f\x8b"
-_DOWNLOAD_TIMEOUT_S = 60.0
-_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,8 @@ SOURCES: dict[str, _Source] = {
     ),
 }
 
-_SHAPES: dict[str, tuple[int, int, int]] = {"mnist": (1, 28, 28), "fmnist": (1, 28, 28)}
+_SHAPES: dict[str, tuple[int, int, int]] = {"mnist": (1, 28, 28), "fmnist": (1, 28, 28),
+                                            "mnist32": (1, 32, 32), "fmnist32": (1, 32, 32)}
 
 
 # --------------------------------------------------------------------------- validation
@@ -103,7 +103,7 @@ def _check_name(name: str) -> _Source:
         raise DatasetError(
             f"unknown dataset {name!r}; this loader handles: {', '.join(DATASETS)}"
         )
-    return SOURCES[name]
+    return SOURCES[PADDED.get(name, name)]
 
 
 def dataset_shape(name: str) -> tuple[int, int, int]:
@@ -183,72 +183,6 @@ def _missing(folder: pathlib.Path) -> list[str]:
     return [base for base in FILES if _find_file(folder, base) is None]
 
 
-def _progress(label: str) -> Callable[..., None]:
-    """A callback printing ``label: done/total MB`` on stderr, at most a few times a second."""
-    last = [0.0]
-
-    def report(done: int, total: int | None, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - last[0] < 0.25:
-            return
-        last[0] = now
-        mb = f"{done / 1e6:.1f}" + (f"/{total / 1e6:.1f} MB" if total else " MB")
-        pct = f" ({100 * done // total}%)" if total else ""
-        sys.stderr.write(f"\r  {label}: {mb}{pct}" + ("\n" if final else ""))
-        sys.stderr.flush()
-
-    return report
-
-
-def _fetch(url: str, out: BinaryIO, progress: Callable[..., None]) -> str:
-    """Stream ``url`` into the open binary file ``out``; return the md5 of what was written."""
-    digest = hashlib.md5()
-    with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:
-        length = resp.headers.get("Content-Length") if resp.headers else None
-        total = int(length) if length and length.isdigit() else None
-        done = 0
-        while chunk := resp.read(_CHUNK):
-            out.write(chunk)
-            digest.update(chunk)
-            done += len(chunk)
-            progress(done, total)
-        progress(done, total, final=True)
-    return digest.hexdigest()
-
-
-def _download_one(folder: pathlib.Path, fname: str, source: _Source) -> list[str]:
-    """Fetch ``fname`` into ``folder`` from the first mirror that serves the right bytes.
-
-    Returns the per-mirror failures (empty on success). The file is written to a temporary
-    name in the same folder and moved into place only after its md5 matches, so an
-    interrupted or bad download never leaves a file that looks complete.
-    """
-    dest = folder / fname
-    failures: list[str] = []
-    for mirror in source.mirrors:
-        url = mirror + fname
-        try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{fname}.", suffix=".part", dir=folder)
-        except OSError as exc:
-            return failures + [f"cannot write in {folder}: {exc.strerror or exc}"]
-        tmp = pathlib.Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                got = _fetch(url, out, _progress(f"downloading {url}"))
-            if got != source.md5[fname]:
-                failures.append(f"{url}: md5 {got}, expected {source.md5[fname]}")
-                continue
-            if dest.exists():  # appeared meanwhile (another process): keep theirs
-                return []
-            os.replace(tmp, dest)
-            return []
-        except (OSError, ValueError) as exc:  # URLError/HTTPError are OSErrors
-            failures.append(f"{url}: {exc}")
-        finally:
-            tmp.unlink(missing_ok=True)
-    return failures
-
-
 def _download(folder: pathlib.Path, source: _Source) -> list[str]:
     """Download the missing standard files into ``folder``; return failure messages.
 
@@ -260,7 +194,8 @@ def _download(folder: pathlib.Path, source: _Source) -> list[str]:
         return [f"cannot create {folder}: {exc.strerror or exc}"]
     sys.stderr.write(f"fetching {source.title} into {folder}\n")
     for base in _missing(folder):
-        failures = _download_one(folder, f"{base}.gz", source)
+        fname = f"{base}.gz"
+        failures = download_file(folder / fname, [m + fname for m in source.mirrors], source.md5[fname])
         if failures:  # the dataset is unusable anyway; don't wait on every other file too
             return failures
     return []
@@ -268,7 +203,7 @@ def _download(folder: pathlib.Path, source: _Source) -> list[str]:
 
 def _instructions(name: str, folder: pathlib.Path, failures: list[str]) -> str:
     """The 'what to do' message for a dataset that could not be found or fetched."""
-    source = SOURCES[name]
+    source = _check_name(name)
     missing = _missing(folder) if folder.is_dir() else list(FILES)
     lines = [
         f"{source.title} ({name!r}) is not available.",
@@ -295,7 +230,7 @@ def locate(
 ) -> pathlib.Path:
     """Folder holding the four IDX files of dataset ``name`` (search order: module doc)."""
     source = _check_name(name)
-    folder = pathlib.Path(data_dir) / name
+    folder = pathlib.Path(data_dir) / PADDED.get(name, name)
     if folder.is_dir() and not _missing(folder):
         return folder
     for system_dir in source.system_dirs:
@@ -320,7 +255,8 @@ def load_dataset(
     download: bool = True,
     n: int | None = None,
 ) -> np.ndarray:
-    """Images of ``name``/``split`` as host float32 ``(N, C, H, W)`` scaled to ``[0, 1]``.
+    """Images of ``name``/``split`` as host float32 ``(N, C, H, W)`` scaled to ``[0, 1]``
+    (``mnist32``/``fmnist32``: the 28×28 images with a zero border of 2 px).
 
     ``n`` keeps the first ``n`` images; asking for more than the split holds is an error.
     """
@@ -331,18 +267,12 @@ def load_dataset(
     path = _find_file(folder, SPLIT_FILES[split][0])
     assert path is not None  # locate() guarantees all four files are present
     raw = read_idx(path)
-    c, h, w = dataset_shape(name)
-    if raw.dtype != np.uint8 or raw.ndim != 3 or raw.shape[1:] != (h, w):
+    if raw.dtype != np.uint8 or raw.ndim != 3 or raw.shape[1:] != (28, 28):
         raise DatasetError(
-            f"{path} holds {raw.dtype} data of shape {raw.shape}, expected uint8 (N, {h}, {w}); "
+            f"{path} holds {raw.dtype} data of shape {raw.shape}, expected uint8 (N, 28, 28); "
             "is it an images file?"
         )
-    if n is not None:
-        if n > raw.shape[0]:
-            raise DatasetError(
-                f"asked for n={n} images but {name} {split} has only {raw.shape[0]} ({path})"
-            )
-        raw = raw[:n]
-    # Divide in float32 so the result is float32 without a float64 temporary.
-    images = raw.astype(np.float32) / np.float32(255.0)
-    return images.reshape(raw.shape[0], c, h, w)
+    raw = raw[:check_count(n, raw.shape[0], f"{name} {split} ({path})")]
+    if name in PADDED:
+        raw = np.pad(raw, ((0, 0), (PAD, PAD), (PAD, PAD)))
+    return to_unit_float(raw)[:, None]
