@@ -24,6 +24,7 @@ bench:  ## print benchmark figures as JSON (not a test)
 	$(PYTHON) bench/bases.py
 	$(PYTHON) bench/samplers.py
 	$(PYTHON) bench/generators.py
+	$(PYTHON) bench/priors.py
 
 train-vanilla:  ## train without thermodynamic integration (IS for mnist/fmnist): make train-vanilla DATASET=FMNIST [ARGS="--epochs 2"]
 	$(PYTHON) cli.py train --dataset $(DATASET) --out $(RUNS)/$(RUN_NAME)-vanilla --resume-existing $(ARGS)

@@ -163,11 +163,14 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     pp = sub.add_parser("plot-prior", help="plot the learned prior densities π_{q,p} into a PNG",
                         description="Plot the normalised prior densities π_{q,p}(z) = exp(f_{q,p}(z)) π0(z) / Z_{q,p} "
                                     "of a checkpoint on their integration intervals, one panel per (q, p) "
-                                    "(rows q, columns p, 0-based), with π0 dashed for comparison.")
+                                    "(rows q, columns p, 0-based), with π0 dashed for comparison. For a mixture "
+                                    "prior: one panel per q, the mixture π_q with its weighted components "
+                                    "α_{q,p} π_{q,p}.")
     pp.add_argument("--ckpt", required=True, help="checkpoint (.npz) written by train")
     pp.add_argument("--out", default="prior.png", help="PNG path (default: prior.png)")
     pp.add_argument("--q", type=int, nargs="+", metavar="Q", help="q indices, 0-based (default: the first 8)")
-    pp.add_argument("--p", type=int, nargs="+", metavar="P", help="p indices, 0-based (default: the first 5)")
+    pp.add_argument("--p", type=int, nargs="+", metavar="P",
+                    help="p indices, 0-based (default: the first 5; mixture: every component)")
     pp.add_argument("--points", type=_positive_int, default=400, help="grid points per curve (default: 400)")
     pp.add_argument("--no-pi0", action="store_true", help="leave out the dashed π0 curves")
     device_args(pp, seed=False)
@@ -508,7 +511,7 @@ def cmd_plot_log(args: Any) -> int:
 def cmd_plot_prior(args: Any) -> int:
     from kaem.backend import get_backend
     from kaem.checkpoint import load_checkpoint, restore_model
-    from kaem.plots import prior_density_grid, save_image
+    from kaem.plots import prior_figure, save_image
 
     if not args.out.lower().endswith(".png"):
         raise CLIError(f"--out must be a .png path, got {args.out!r}")
@@ -523,9 +526,11 @@ def cmd_plot_prior(args: Any) -> int:
         if bad:
             raise CLIError(f"{flag} {bad[0]} is out of range: this checkpoint has {flag[2:].upper()} = {size}, "
                            f"valid {flag} values are 0..{size - 1}")
-    title = (f"prior densities pi_qp(z) = exp(f_qp(z)) pi0(z) / Z_qp of {os.path.basename(args.ckpt)}, "
-             f"iteration {int(ckpt['meta']['iteration'])}")
-    img = prior_density_grid(prior, args.q, args.p, n_points=args.points, show_pi0=not args.no_pi0, title=title)
+    source = f"{os.path.basename(args.ckpt)}, iteration {int(ckpt['meta']['iteration'])}"
+    try:
+        img = prior_figure(prior, args.q, args.p, n_points=args.points, show_pi0=not args.no_pi0, source=source)
+    except ValueError as e:  # a prior kind without a density figure
+        raise CLIError(str(e)) from None
     save_image(args.out, img)
     args.result = {"output": args.out}
     print(f"wrote {args.out} ({img.size[0]}x{img.size[1]} px)")

@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from kaem.backend import get_backend  # noqa: E402
 from kaem.kan import KANLayer, KANSpec  # noqa: E402
 from kaem.priors import UnivariatePrior  # noqa: E402
+from timing import interleaved_medians  # noqa: E402
 
 IN, OUT, N = 82, 784, 100
 
@@ -41,22 +40,6 @@ def build(be, basis: str, G: int, degree: int = 3, recurrence: bool = False) -> 
     if basis == "FFT":
         layer.basis.use_recurrence = recurrence
     return layer
-
-
-def interleaved_medians(be, jobs: dict, reps: int, warmup: int = 3) -> dict:
-    """Median seconds of each zero-argument callable in ``jobs``. Repetitions are
-    interleaved round-robin over the jobs, so background load on shared cores affects all
-    of them alike and the ratios stay meaningful."""
-    times = {k: [] for k in jobs}
-    for r in range(warmup + reps):
-        for k, f in jobs.items():
-            be.synchronize()
-            t0 = time.perf_counter()
-            f()
-            be.synchronize()
-            if r >= warmup:
-                times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def fwd_bwd_job(layer: KANLayer, x, dy):

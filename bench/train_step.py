@@ -43,7 +43,7 @@ def iteration_flops(model: KAEM, B: int, S: int) -> float:
         nb = layer.basis.n_basis()
         fl += 3 * 2 * S * layer.in_dim * (nb + 1) * layer.out_dim
     nb = model.prior.layer.basis.n_basis()
-    K = model.prior._gl[0].shape[0]
+    K = model.prior.quadrature()[0].shape[0]
     fl += 3 * 2 * (2 * S) * model.Q * model.prior.P * (nb + 1) + 2 * K * model.Q * model.prior.P * nb
     return fl
 

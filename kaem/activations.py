@@ -2,6 +2,10 @@
 
 Each entry maps ``x`` (any shape) to ``(b(x), b'(x))``; the KAN base branch and the output
 activation use them. ``swish`` is the reference's name for hardswish.
+
+``identity`` is b(x) = x. ``none`` is the identity too wherever an activation is applied,
+but as a KAN ``base_activation`` it means what it means in the reference: the layer has no
+base branch w_base·b(x) at all (``kaem/kan.py``); use ``identity`` for a linear base branch.
 """
 from __future__ import annotations
 
@@ -80,7 +84,7 @@ def _hardswish(x):
     return x * r / 6, d
 
 
-def _none(x):
+def _identity(x):
     xp = array_module(x)
     return x, xp.ones_like(x)
 
@@ -88,7 +92,7 @@ def _none(x):
 ACTIVATIONS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "silu": _silu, "gelu": _gelu, "relu": _relu, "leakyrelu": _leakyrelu, "tanh": _tanh,
     "sigmoid": _sigmoid, "elu": _elu, "selu": _selu, "celu": _celu, "hardswish": _hardswish,
-    "swish": _hardswish, "none": _none,
+    "swish": _hardswish, "identity": _identity, "none": _identity,
 }
 
 

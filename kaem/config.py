@@ -86,7 +86,7 @@ def float_pair(default: tuple, gt: Optional[float] = None) -> Field:
 
 
 ACTIVATIONS = ("silu", "gelu", "relu", "leakyrelu", "tanh", "sigmoid", "elu", "selu",
-               "celu", "hardswish", "swish", "none")
+               "celu", "hardswish", "swish", "identity", "none")
 
 
 def basis_names() -> list:
@@ -117,11 +117,16 @@ SCHEMA: dict = {
     "EbmModel": {  # the prior
         "layer_widths": int_list((20, 41), ge=1, min_len=2),  # (P, Q); more = deep prior
         **_kan_fields(),
-        "π_0": choice("ebm", ("ebm", "uniform", "gaussian", "lognormal")),
+        "π_0": choice("ebm", ("ebm", "uniform", "gaussian", "lognormal", "learnable_gaussian")),
         "GaussQuad_nodes": integer(100, ge=2),
-        "quadrature_method": choice("gausslegendre", ("gausslegendre",)),
-        "mixture_model": flag(False),
+        "quadrature_method": choice("gausslegendre", ("gausslegendre", "trapezium")),
         "shared_uniform": flag(True),
+    },
+    "MixtureModel": {  # the mixture prior (spec 1.2), the reference's section and keys
+        "use_mixture_prior": flag(False),
+        "train_proportions": flag(False),
+        "λ_reg": real(0.0, ge=0),
+        "use_attention_kernel": flag(False),
     },
     "GeneratorModel": {
         "widths": int_list((41, 82), ge=1),  # first = Q; the data dimension D is appended
@@ -172,7 +177,7 @@ SCHEMA: dict = {
         "num_cycles": integer(0, ge=0),
         "N_langevin_per_temp": integer(5, ge=1),
         "replica_exchange_frequency": integer(1, ge=1),
-        "integration_rule": choice("left", ("left", "trapezoid")),
+        "integration_rule": choice("left", ("left", "trapezoid", "right")),
     },
     "TRAINING": {
         "batch_size": integer(100, ge=1),
@@ -466,9 +471,14 @@ def check_config(cfg: Config) -> None:
                           f"EbmModel.layer_widths ends with Q = {prior_widths[-1]}; "
                           "the first generator width must equal the latent size Q")
     check_generator_choice(cfg)
-    if cfg["EbmModel"]["mixture_model"]:
-        raise ConfigError("EbmModel.mixture_model = true: the mixture prior is not built "
-                          "yet; use false")
+    mix = cfg["MixtureModel"]
+    if mix["use_attention_kernel"]:
+        raise ConfigError("MixtureModel.use_attention_kernel = true: the attention kernel "
+                          "(z-dependent proportions) is not built; use false")
+    if mix["λ_reg"] != 0:
+        raise ConfigError(f"MixtureModel.λ_reg = {mix['λ_reg']!r}: not built (the reference's "
+                          "penalty λ·Σ|α| is constant for softmax proportions, each row of α "
+                          "sums to 1, so it changes no gradient); use 0")
 
 
 def check_generator_choice(cfg: Config) -> None:

@@ -73,6 +73,8 @@ class KANLayer:
         self.in_dim, self.out_dim, self.spec = in_dim, out_dim, spec
         self.basis = make_basis(spec.basis, spec.grid_size, spec.degree)
         self.act = get_activation(spec.activation)
+        # base_activation = none drops the branch w_base·b(x), as the reference; identity keeps b(x) = x
+        self.has_base_branch = self.basis.has_base_branch and spec.activation != "none"
         grid = self.basis.make_grid(xp, in_dim, spec.grid_range, dt) if self.basis.uses_grid else None
         tau = xp.asarray(spec.init_tau, dtype=dt)
         n = rng.standard_normal((in_dim, out_dim), dtype=dt)
@@ -111,7 +113,7 @@ class KANLayer:
         out = self.basis.evaluate(x, self.buffers["grid"], self.tau, derivs=cache, dtau="tau" in self.params)
         B = out[0] if cache else out
         y = B.reshape(N, -1) @ W
-        if self.basis.has_base_branch:
+        if self.has_base_branch:
             b, db = self.act(x)
             y += b @ self.params["w_base"]
         else:
@@ -163,7 +165,7 @@ class KANLayer:
             f = (B[:, 0].transpose(1, 0, 2) @ Wt.transpose(1, 2, 0)).transpose(1, 2, 0)
         else:
             f = xp.einsum("noig,oig->noi", B, Wt)
-        if self.basis.has_base_branch:
+        if self.has_base_branch:
             b, db = self.act(z)
             f += b * self.params["w_base"].T
         else:
@@ -178,8 +180,8 @@ class KANLayer:
         z, b, db, (B, Bz, Bt), Wt = self._cache
         p, g = self.params, self.grads
         shared = z.shape[1] == 1 and self.out_dim > 1
-        if shared:  # Σ_n df[n,o,i] B[n,i,g] as a matmul batched over i
-            dWt = (df.transpose(2, 1, 0) @ B[:, 0].transpose(1, 0, 2)).transpose(1, 0, 2)
+        if shared:  # Σ_n df[n,o,i] B[n,i,g] as a matmul batched over i (contiguous df: 20-35% faster)
+            dWt = (xp.ascontiguousarray(df.transpose(2, 1, 0)) @ B[:, 0].transpose(1, 0, 2)).transpose(1, 0, 2)
         else:
             dWt = xp.einsum("noi,noig->oig", df, B)
         dW = dWt.transpose(1, 0, 2)  # ∂L/∂(w_sp ⊙ c), (in, out, nb)
@@ -190,7 +192,7 @@ class KANLayer:
         if not (need_dz or "tau" in g):
             return None
         if shared:  # ∂L/∂B[n,0,i,g] = Σ_o df[n,o,i] Wt[o,i,g]
-            dB = (df.transpose(2, 0, 1) @ Wt.transpose(1, 0, 2)).transpose(1, 0, 2)[:, None]
+            dB = (xp.ascontiguousarray(df.transpose(2, 0, 1)) @ Wt.transpose(1, 0, 2)).transpose(1, 0, 2)[:, None]
         else:
             dB = df[..., None] * Wt  # (N, out, in, nb)
         if "tau" in g:
@@ -203,7 +205,8 @@ class KANLayer:
         return dz
 
     def derivative_pointwise(self, z: Any) -> tuple[Any, Any]:
-        """f[n,o,i] = φ_{i,o}(z[n,o,i]) and its derivative φ'_{i,o}(z[n,o,i]); z (N, out, in).
+        """f[n,o,i] = φ_{i,o}(z[n,o,i]) and its derivative φ'_{i,o}(z[n,o,i]); z (N, out, in), or
+        (N, 1, in) for inputs shared by every out (as in ``forward_pointwise``).
 
         What a sampler needs from the prior: values and z-gradients, no parameter
         gradients and no cache. φ' = w_base·b'(z) + Σ_g (w_sp ⊙ c)_g B'_g(z).
@@ -211,9 +214,14 @@ class KANLayer:
         xp = array_module(z)
         Wt = self._spline_weights().transpose(1, 0, 2)  # (out, in, nb)
         B, Bz, _ = self.basis.evaluate(z, self.buffers["grid"], self.tau, derivs=True, dtau=False)
-        f = xp.einsum("noig,oig->noi", B, Wt)
-        df = xp.einsum("noig,oig->noi", Bz, Wt)
-        if self.basis.has_base_branch:
+        if z.shape[1] == 1 and self.out_dim > 1:  # inputs shared by every out, as in forward_pointwise
+            W = Wt.transpose(1, 2, 0)  # (in, nb, out)
+            f = (B[:, 0].transpose(1, 0, 2) @ W).transpose(1, 2, 0)
+            df = (Bz[:, 0].transpose(1, 0, 2) @ W).transpose(1, 2, 0)
+        else:
+            f = xp.einsum("noig,oig->noi", B, Wt)
+            df = xp.einsum("noig,oig->noi", Bz, Wt)
+        if self.has_base_branch:
             b, db = self.act(z)
             f += b * self.params["w_base"].T
             df += db * self.params["w_base"].T

@@ -23,7 +23,10 @@ With z_{k,b} the chain of datum b at t_k:
     L = − (1/B) Σ_b Σ_{k=0}^{N_t} c_k ll(x_b, z_{k,b})  −  (1/B) Σ_b log p̃(z_{N_t,b})  +  prior term
 
 with quadrature weights c_k of ∫_0^1 E_t[ll] dt (each interval counted once, spec §7.4):
-left sum c_k = Δt_{k+1} (k < N_t), c_{N_t} = 0; trapezoid c_k = ½(Δt_k + Δt_{k+1}).
+left sum c_k = Δt_{k+1} (k < N_t), c_{N_t} = 0; trapezoid c_k = ½(Δt_k + Δt_{k+1});
+right sum c_0 = 0, c_k = Δt_k (``integration_rule = right``: the reference's sum read
+through its indexing bugs, which gives the t = 1 rung the last interval where the left sum
+gives it none).
 
 Prior term (both objectives), ``TRAINING.contrastive_divergence_training``:
     true:  + (1/S') Σ_s log p̃(z'_s), z' fresh prior draws (Langevin: B of them, as the
@@ -102,7 +105,8 @@ def ti_weights(temps: Any, rule: str = "left") -> np.ndarray:
     """Quadrature weights c_k (K,) of ∫_0^1 E_t[ll] dt on the ladder temps (K,), host float64.
 
     left: c_k = t_{k+1} − t_k for k < K−1, c_{K−1} = 0 (t_0 samples are prior samples);
-    trapezoid: c_k = ½(Δt_k + Δt_{k+1}) with Δt_0 = Δt_K = 0. Each interval once (spec §7.4).
+    trapezoid: c_k = ½(Δt_k + Δt_{k+1}) with Δt_0 = Δt_K = 0;
+    right: c_0 = 0, c_k = t_k − t_{k−1}. Each interval once (spec §7.4).
     """
     t = np.asarray([float(v) for v in temps], dtype=np.float64)
     dt = np.diff(t)
@@ -112,8 +116,10 @@ def ti_weights(temps: Any, rule: str = "left") -> np.ndarray:
     elif rule == "trapezoid":
         c[:-1] += 0.5 * dt
         c[1:] += 0.5 * dt
+    elif rule == "right":
+        c[1:] = dt
     else:
-        raise ValueError(f"unknown integration_rule {rule!r}; valid: left, trapezoid")
+        raise ValueError(f"unknown integration_rule {rule!r}; valid: left, trapezoid, right")
     return c
 
 
@@ -126,13 +132,13 @@ def thermo_loss_and_grad(model: KAEM, x: Any, z: Any, temps: Any, rule: str = "l
         z: (K, Bc, Q, P) samples of the power posteriors at temps[0..K−1] (rung 0: prior
             samples, rung K−1: t = 1), Bc a multiple of B, chain b for datum b % B.
         temps: (K,) ladder, t_0 = 0 and t_{K−1} = 1.
-        rule: "left" or "trapezoid" (see :func:`ti_weights`).
+        rule: "left", "trapezoid" or "right" (see :func:`ti_weights`).
         z_cd / exact_logZ: the prior term, as in :func:`langevin_loss_and_grad`.
         rng / noise: injection noise source, or (K, Bc, D) standard normals (only the rungs
             with c_k ≠ 0 are read).
     Returns:
         loss (0-d array) and ll (K, Bc): log-likelihoods (with noise) of the rungs the
-        quadrature uses, NaN in the others (the top rung of the left sum).
+        quadrature uses, NaN in the others (the top rung of the left sum, rung 0 of the right).
     """
     _check_prior_term(z_cd, exact_logZ)
     xp = model.be.xp

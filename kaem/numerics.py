@@ -37,17 +37,19 @@ def rowwise_searchsorted(cdf: Any, u: Any, side: str = "right") -> Any:
     return idx.reshape(u.shape) - M * xp.arange(R)[:, None]
 
 
-def rowwise_interp(u: Any, cdf: Any, values: Any) -> Any:
+def rowwise_interp(u: Any, cdf: Any, values: Any, rows: Any = None) -> Any:
     """Row-wise inverse of a piecewise-linear CDF: z[r, n] with cdf_r(z) = u[r, n].
 
     u: (R, n) in [0, 1]; cdf: (R, M) non-decreasing, from 0 to 1; values: (R, M) the
     abscissae of the CDF knots. One flat ``interp`` over all rows, each row shifted by 2r
     (in float64, so the shift costs no resolution); u outside [0, 1] clamps to the ends.
     Fastest with each row of u sorted: every search then starts where the last one ended.
+    With ``rows`` (integers, shaped like u, any shape) u[j] is looked up in row rows[j].
     """
     xp = array_module(u)
     shift = 2.0 * xp.arange(cdf.shape[0], dtype=xp.float64)[:, None]
-    uq = xp.clip(u.astype(xp.float64), 0.0, 1.0) + shift
+    row_shift = shift if rows is None else 2.0 * rows.astype(xp.float64)
+    uq = xp.clip(u.astype(xp.float64), 0.0, 1.0) + row_shift
     z = xp.interp(uq.ravel(), (cdf.astype(xp.float64) + shift).ravel(), values.ravel())
     return z.reshape(u.shape)
 

@@ -1,12 +1,14 @@
 """Plots drawn with Pillow alone (no plotting library): line/scatter panels with axes, tick
 labels, a title and an optional fitted line, and the grid of learned prior densities
-π_{q,p} (spec §1.1, §6: "every π_{q,p} can be plotted and looked at").
+π_{q,p} (spec §1.1, §6: "every π_{q,p} can be plotted and looked at"), or for the mixture
+prior (§1.2) each π_q with its weighted components.
 
     img, draw = canvas(420, 330)
     panel(draw, (0, 0, 420, 330), [Series(xs, ys, kind="scatter")], title="...", fit=(a, b))
     save_image("out.png", img)
 
     save_image("prior.png", prior_density_grid(model.prior))   # first 8 q x first 5 p
+    save_image("prior.png", prior_figure(model.prior))         # the grid of the prior's kind
 
 Everything here runs on the host: device arrays are copied with ``to_numpy`` first.
 """
@@ -308,20 +310,15 @@ def prior_density_curves(prior: Any, qs: Sequence[int] | None = None, ps: Sequen
 
     z runs over each p's integration interval [a_p, b_p] (``prior.interval()``, ends
     included). π0 enters exactly as in Z_{q,p} and in the inverse-transform sampler (without
-    the ε of ``log_pi0``), so each curve is the density the sampler draws from and
+    the ε of ``log_pi0``; ``prior.densities``), so each curve is the density the sampler draws from and
     integrates to 1 up to the quadrature and grid error. Returns host float64 arrays
     z (n, len(ps)) and dens (n, len(qs), len(ps)).
     """
     if n_points < 2:
         raise ValueError(f"n_points must be at least 2, got {n_points}")
     qs, ps = select_indices(prior, qs, ps)
-    xp = prior.be.xp
     z = _z_grid(prior, n_points)  # (n, P)
-    f = prior.layer.forward_pointwise(z[:, None, :], cache=False)  # (n, Q, P): every q at once
-    p0, _ = prior._pdf(xp, z)
-    with np.errstate(divide="ignore"):  # π0 = 0 -> density 0
-        log_d = f + xp.log(p0)[:, None, :] - prior.log_Z(cache=False)[None]
-    dens = to_numpy(xp.exp(log_d)).astype(np.float64)
+    dens = to_numpy(prior.densities(z)).astype(np.float64)  # (n, Q, P): every q at once
     return to_numpy(z).astype(np.float64)[:, ps], dens[:, qs][:, :, ps]
 
 
@@ -331,12 +328,36 @@ def pi0_density_curves(prior: Any, ps: Sequence[int] | None = None,
     Gauss–Legendre rule as Z), on the grid of ``prior_density_curves``: what π_{q,p} would
     be with f_{q,p} = 0. Returns z (n, len(ps)) and dens (n, len(ps)), host float64."""
     _, ps = select_indices(prior, [0], ps)
-    xp = prior.be.xp
     z = _z_grid(prior, n_points)
-    nodes, w = prior.quadrature()
-    z0 = (w * prior._pdf(xp, nodes)[0]).sum(axis=0)  # (P,)
-    dens = prior._pdf(xp, z)[0] / z0[None, :]
+    dens = prior.pi0_densities(z)[:, 0]  # (n, P): π0 is shared by every q
     return to_numpy(z).astype(np.float64)[:, ps], to_numpy(dens).astype(np.float64)[:, ps]
+
+
+def _header_canvas(width: int, body_h: int, head: str, detail: str, fnt: Any) -> tuple[Image.Image, Any, int]:
+    """A canvas ``width`` wide with the title (black) and detail text (grey) wrapped above a
+    body of ``body_h`` pixels; returns the image, its drawing context and the header height."""
+    lines = [(t, "black") for t in wrap_text(head, width - 12, fnt)]
+    lines += [(t, GREY) for t in wrap_text(detail, width - 12, fnt)]
+    header = 6 + LINE_H * len(lines)
+    img, draw = canvas(width, header + body_h)
+    for k, (text, color) in enumerate(lines):
+        draw.text((6, 4 + LINE_H * k), text, fill=color, font=fnt)
+    return img, draw, header
+
+
+def _density_panel(draw: Any, box: tuple[float, float, float, float], z: np.ndarray, y: np.ndarray,
+                   extra: list[Series], title: str, fnt: Any) -> None:
+    """One density panel: y on z shaded and drawn blue over the ``extra`` curves, y from 0 to
+    1.1 × the highest curve."""
+    curves = [y] + [np.asarray(e.y, dtype=float) for e in extra]
+    top = max((float(np.nanmax(np.where(np.isfinite(c), c, np.nan))) for c in curves if np.isfinite(c).any()),
+              default=1.0)
+    ymax = 1.1 * top if top > 0 else 1.0
+    lo, hi = float(z[0]), float(z[-1])
+    yt = nice_ticks(0.0, ymax, 4)
+    series = [Series(z, y, kind="fill", color=FILL), *extra, Series(z, y, color=BLUE, width=2)]
+    panel(draw, box, series, title=title, xlim=(lo, hi), ylim=(0.0, ymax), xticks=nice_ticks(lo, hi, 4), yticks=yt,
+          xfmt="{:g}", yfmt=_fmt_for(yt), pad=(38, 8, 19, 20), title_y=2, fnt=fnt)
 
 
 def prior_density_grid(prior: Any, qs: Sequence[int] | None = None, ps: Sequence[int] | None = None,
@@ -359,29 +380,84 @@ def prior_density_grid(prior: Any, qs: Sequence[int] | None = None, ps: Sequence
     head = title or "prior densities pi_qp(z) = exp(f_qp(z)) pi0(z) / Z_qp"
     shown = f"rows q = {_ranges(qs)} (of 0..{prior.Q - 1}), columns p = {_ranges(ps)} (of 0..{prior.P - 1})"
     legend = f"pi0 = {prior.pi0_name}" + (", dashed: pi0 normalised on [a_p, b_p]" if show_pi0 else "")
-    width = len(ps) * pw
-    lines = [(t, "black") for t in wrap_text(head, width - 12, fnt)]
-    lines += [(t, GREY) for t in wrap_text(f"{shown}; blue: pi_qp; {legend}", width - 12, fnt)]
-    header = 6 + LINE_H * len(lines)
-    img, draw = canvas(width, header + len(qs) * ph)
-    for k, (text, color) in enumerate(lines):
-        draw.text((6, 4 + LINE_H * k), text, fill=color, font=fnt)
+    img, draw, header = _header_canvas(len(ps) * pw, len(qs) * ph, head, f"{shown}; blue: pi_qp; {legend}", fnt)
     for r, q in enumerate(qs):
         for c, p in enumerate(ps):
-            zp, y = z[:, c], dens[:, r, c]
-            series = [Series(zp, y, kind="fill", color=FILL)]
-            top = np.nanmax(np.where(np.isfinite(y), y, np.nan)) if np.isfinite(y).any() else 1.0
-            if show_pi0:
-                series.append(Series(z0[:, c], d0[:, c], color=GREY, dash=(5, 4)))
-                top = max(top, float(np.max(d0[:, c])))
-            series.append(Series(zp, y, color=BLUE, width=2))
-            ymax = 1.1 * top if top > 0 else 1.0
-            lo, hi = float(zp[0]), float(zp[-1])
-            yt = nice_ticks(0.0, ymax, 4)
-            panel(draw, (c * pw, header + r * ph, pw, ph), series, title=f"q={q}, p={p}",
-                  xlim=(lo, hi), ylim=(0.0, ymax), xticks=nice_ticks(lo, hi, 4), yticks=yt,
-                  xfmt="{:g}", yfmt=_fmt_for(yt), pad=(38, 8, 19, 20), title_y=2, fnt=fnt)
+            extra = [Series(z0[:, c], d0[:, c], color=GREY, dash=(5, 4))] if show_pi0 else []
+            _density_panel(draw, (c * pw, header + r * ph, pw, ph), z[:, c], dens[:, r, c], extra, f"q={q}, p={p}", fnt)
     return img
+
+
+# ---- the mixture prior: π_q and its weighted components ---------------------------------------
+MIX_COLUMNS = 4  # mixture panels per row
+MIX_PANEL_SIZE = (260, 160)
+COMPONENT_COLORS = ((220, 120, 30), (40, 150, 70), (150, 60, 170), (200, 60, 60), (30, 150, 170),
+                    (140, 110, 40), (230, 90, 160), (90, 90, 90))
+
+
+def mixture_density_curves(prior: Any, qs: Sequence[int] | None = None, ps: Sequence[int] | None = None,
+                           n_points: int = 400, with_pi0: bool = False) -> tuple[np.ndarray, ...]:
+    """π_q(z) = Σ_p α_{q,p} π_{q,p}(z) and its weighted components α_{q,p} π_{q,p}(z) on an even
+    grid of each q's interval (ends included); default: the first 8 q, every component.
+    Returns host float64 z (n, len(qs)), mix (n, len(qs)), comps (n, len(ps), len(qs)), and
+    with ``with_pi0`` also Σ_p α_{q,p} π0_p(z) normalised on the interval (n, len(qs)): what
+    π_q would be with every f = 0."""
+    if n_points < 2:
+        raise ValueError(f"n_points must be at least 2, got {n_points}")
+    qs, ps = _select("q", qs, prior.Q, DEFAULT_QS), _select("p", ps, prior.P, prior.P)
+    z = _z_grid(prior, n_points)  # (n, Q)
+    at = prior.alpha().T[None]  # (1, P, Q)
+    weighted = to_numpy(prior.densities(z) * at).astype(np.float64)  # (n, P, Q)
+    out = (to_numpy(z).astype(np.float64)[:, qs], weighted.sum(axis=1)[:, qs], weighted[:, ps][:, :, qs])
+    if with_pi0:
+        out += (to_numpy((prior.pi0_densities(z) * at).sum(axis=1)).astype(np.float64)[:, qs],)
+    return out
+
+
+def mixture_density_grid(prior: Any, qs: Sequence[int] | None = None, ps: Sequence[int] | None = None,
+                         n_points: int = 400, show_pi0: bool = True, title: str | None = None,
+                         panel_size: tuple[int, int] = MIX_PANEL_SIZE) -> Image.Image:
+    """One panel per selected q (MIX_COLUMNS to a row): the mixture π_q (blue, shaded) and its
+    weighted components α_{q,p} π_{q,p} (thin coloured lines, the selected p; default all),
+    with ``show_pi0`` the π0 mixture dashed grey. Each panel's title gives the largest
+    proportions. Image: min(len(qs), MIX_COLUMNS) panels wide, header above."""
+    qs = _select("q", qs, prior.Q, DEFAULT_QS)
+    ps = _select("p", ps, prior.P, prior.P)
+    z, mix, comps, *pi0 = mixture_density_curves(prior, qs, ps, n_points, with_pi0=show_pi0)
+    alpha = to_numpy(prior.alpha())
+    pw, ph = panel_size
+    cols = min(len(qs), MIX_COLUMNS)
+    rows = -(-len(qs) // cols)
+    fnt = font(GRID_FONT_PX)
+    head = title or "mixture prior pi_q(z) = sum_p alpha_qp exp(f_qp(z)) pi0_p(z) / Z_qp"
+    detail = (f"panels q = {_ranges(qs)} (of 0..{prior.Q - 1}); blue: pi_q; thin: alpha_qp pi_qp for p = "
+              f"{_ranges(ps)} (of 0..{prior.P - 1}); pi0 = {prior.pi0_name}"
+              + (", dashed: the pi0 mixture" if show_pi0 else ""))
+    img, draw, header = _header_canvas(cols * pw, rows * ph, head, detail, fnt)
+    for k, q in enumerate(qs):
+        extra = [Series(z[:, k], comps[:, j, k], color=COMPONENT_COLORS[j % len(COMPONENT_COLORS)])
+                 for j in range(len(ps))]
+        if show_pi0:
+            extra.append(Series(z[:, k], pi0[0][:, k], color=GREY, dash=(5, 4)))
+        top = np.argsort(alpha[q])[::-1][:2]
+        name = f"q={q}  max alpha: " + ", ".join(f"p{p} {alpha[q, p]:.2f}" for p in top)
+        _density_panel(draw, ((k % cols) * pw, header + (k // cols) * ph, pw, ph), z[:, k], mix[:, k], extra, name, fnt)
+    return img
+
+
+PRIOR_FIGURES: dict[str, Callable[..., Image.Image]] = {"univariate": prior_density_grid,
+                                                         "mixture": mixture_density_grid}
+
+
+def prior_figure(prior: Any, qs: Sequence[int] | None = None, ps: Sequence[int] | None = None,
+                 n_points: int = 400, show_pi0: bool = True, source: str = "") -> Image.Image:
+    """The density figure of a prior's kind (``PRIOR_FIGURES``), its title naming ``source``."""
+    if prior.kind not in PRIOR_FIGURES:
+        raise ValueError(f"plot-prior draws the {' and '.join(PRIOR_FIGURES)} priors, not the {prior.kind} prior")
+    head = {"univariate": "prior densities pi_qp(z) = exp(f_qp(z)) pi0(z) / Z_qp",
+            "mixture": "mixture prior pi_q(z) = sum_p alpha_qp pi_qp(z)"}[prior.kind]
+    return PRIOR_FIGURES[prior.kind](prior, qs, ps, n_points=n_points, show_pi0=show_pi0,
+                                     title=f"{head} of {source}" if source else None)
 
 
 def wrap_text(text: str, width: float, fnt: Any = None) -> list[str]:

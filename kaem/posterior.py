@@ -1,17 +1,18 @@
 """A KAEM's posterior as a sampler target (the :class:`kaem.samplers.Target` protocol).
 
-Chain i of a population z (N, Q, P) targets the posterior of datum b(i) = i % B of the
-minibatch x (B, D):
+Chain i of a population z (N, *latent) — (N, Q, P) for the univariate prior, (N, Q) for
+the mixture — targets the posterior of datum b(i) = i % B of the minibatch x (B, D):
 
-    log p(z_i)          = log p̃(z_i) = Σ_{q,p} [f_{q,p}(z_{i,q,p}) + log(π0(z_{i,q,p}) + ε)]
+    log p(z_i)          = log p̃(z_i)   (the prior's; univariate:
+                          Σ_{q,p} [f_{q,p}(z_{i,q,p}) + log(π0(z_{i,q,p}) + ε)])
     log p(x_b(i) | z_i) = − ‖x_b(i) − out_act(G(h(z_i)))‖² / (2σ²)
 
-with their z-gradients written by hand: the prior's through the KAN functions
-(``UnivariatePrior.log_unnorm_backward``), the likelihood's through the output activation,
-the generator (``KANGenerator.backward`` without parameter gradients) and the sum
-h_q = Σ_p z_{q,p}. The prior is left
-unnormalised: log Z does not depend on z, so it changes no sampler (and replica exchange
-only looks at the likelihood).
+with their z-gradients written by hand: the prior's through the KAN functions (the
+prior's ``sampler_log_density``), the likelihood's through the output activation, the
+generator (its backward without parameter gradients) and the prior's input map h(z)
+(``to_input`` / ``input_grad``). The prior is left unnormalised where it can be: log Z
+does not depend on z, so it changes no sampler (and replica exchange only looks at the
+likelihood).
 
 A population laid out temperature-major, i = k·B + b (what
 :func:`kaem.samplers.thermo_sample` uses), or as R chains per datum, i = r·B + b, therefore
@@ -26,8 +27,8 @@ one. The Julia reference does the same (its sampler passes a zero noise vector);
 injection noise enters the training losses (``kaem/langevin.py``), as in IS.
 ``injection_noise=True`` is offered for experiments (fresh noise per evaluation).
 
-Neither gradient touches the parameter gradients: the prior's comes from
-``UnivariatePrior.log_unnorm_and_grad`` (elementwise derivatives, no backward pass) and
+Neither gradient touches the parameter gradients: the prior's comes from its
+``sampler_log_density`` (elementwise derivatives, no backward pass) and
 the generator's backward runs with ``need_params=False``. ``bench/samplers.py`` measures
 where a sampler step's time goes.
 """
@@ -43,7 +44,8 @@ class KAEMPosterior:
     """The tempered-posterior target of a KAEM for a minibatch x (B, D).
 
     Args:
-        model: the KAEM (its current parameters are used at every evaluation).
+        model: the KAEM. Its parameters must not change while the target is used: the
+            prior's z-independent work (the mixture's log Z) is done once, here.
         x: (B, D) data on the model's device.
         injection_noise: add σ_n·ξ (fresh ξ per evaluation, from ``rng``) to the generator
             output inside the likelihood; off by default (see module docstring).
@@ -54,6 +56,7 @@ class KAEMPosterior:
         if injection_noise and rng is None:
             raise ValueError("injection_noise needs an rng")
         self.model, self.x, self.B = model, x, x.shape[0]
+        self._log_prior = model.prior.sampler_log_density()
         self.injection_noise, self.rng = injection_noise, rng
         self._x_rows: Any = None
         self.n_evals = 0  # log_lik evaluations (population-wide)
@@ -72,11 +75,11 @@ class KAEMPosterior:
 
     # ---- Target protocol ------------------------------------------------------------------
     def log_prior(self, z: Any) -> tuple[Any, Any]:
-        """log p̃(z) (N,) and ∇_z log p̃(z) (N, Q, P)."""
-        return self.model.prior.log_unnorm_and_grad(z)
+        """log p̃(z) (N,) and ∇_z log p̃(z) (N, *latent)."""
+        return self._log_prior(z)
 
     def log_lik(self, z: Any) -> tuple[Any, Any]:
-        """log p(x_b(i) | z_i) (N,), constant dropped, and its gradient in z (N, Q, P)."""
+        """log p(x_b(i) | z_i) (N,), constant dropped, and its gradient in z (N, *latent)."""
         m = self.model
         xp, lik = m.be.xp, m.lik
         x = self.rows(z.shape[0])

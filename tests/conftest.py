@@ -45,6 +45,17 @@ def randomise(model, rng, scale: float = 0.3) -> None:
         p += scale * rng.standard_normal(p.shape)
 
 
+def randomise_kan(params, seed: int, base_std: float = 0.5) -> None:
+    """A KAN layer's (or prior's) parameters far from their tiny initialisation, in place:
+    w_base ~ N(0, base_std), w_sp = ±U(0.5, 1.5), coef ~ N(0, 1), tau ~ U(0.8, 1.6)."""
+    r = np.random.default_rng(seed)
+    params["w_base"][...] = r.normal(0.0, base_std, params["w_base"].shape)
+    params["w_sp"][...] = r.uniform(0.5, 1.5, params["w_sp"].shape) * r.choice([-1.0, 1.0], params["w_sp"].shape)
+    params["coef"][...] = r.normal(0.0, 1.0, params["coef"].shape)
+    if "tau" in params:
+        params["tau"][...] = r.uniform(0.8, 1.6)
+
+
 def _write_idx(path, arr):
     header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + b"".join(struct.pack(">I", d) for d in arr.shape)
     with gzip.open(path, "wb") as fh:

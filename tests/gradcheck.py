@@ -16,6 +16,8 @@ rel_error(a, b) -> float
     do not blow the ratio up.
 check_grad(f, array, analytic, eps=1e-6, tol=1e-6) -> float
     ``numerical_grad`` + ``rel_error`` + a readable assertion; returns the error.
+check_grads(f, arrays, analytic, ...)
+    ``check_grad`` for every entry of a name -> array dict (e.g. all of a model's parameters).
 
 In float64 with eps = 1e-6 central differences are accurate to ~1e-8..1e-10 relative on
 smooth functions; keep the inputs of non-smooth functions (relu kinks, B-spline knots)
@@ -63,6 +65,13 @@ def check_grad(f: Callable[[], Any], array: Any, analytic: Any, eps: float = 1e-
     assert err <= tol, (f"{name}: rel error {err:.3e} > {tol:.1e}\n"
                         f"analytic={ana.ravel()[:8]}\nnumeric ={num.ravel()[:8]}")
     return err
+
+
+def check_grads(f: Callable[[], Any], arrays: dict, analytic: dict, eps: float = 1e-6,
+                tol: float = 1e-6, name: str = "") -> None:
+    """``check_grad`` for every name -> array of ``arrays`` against ``analytic[name]``."""
+    for k, a in arrays.items():
+        check_grad(f, a, analytic[k], eps=eps, tol=tol, name=f"{name} {k}")
 
 
 def away_from(rng: np.random.Generator, shape: tuple, lo: float, hi: float,

@@ -239,8 +239,17 @@ def test_deep_prior_not_built_yet() -> None:
         load_config("mnist", overrides=["EbmModel.layer_widths=100, 200, 200, 1"])
 
 
-def test_mixture_prior_not_built_yet() -> None:
-    with pytest.raises(ConfigError, match="mixture.*not built yet"):
+def test_mixture_section_and_its_unbuilt_options() -> None:
+    """[MixtureModel] with the reference's keys; an active value of an unbuilt option is one
+    error naming it; inactive values are accepted."""
+    cfg = load_config("mnist", overrides=["MixtureModel.use_mixture_prior=true", "MixtureModel.train_proportions=true",
+                                          "MixtureModel.lambda_reg=0", "MixtureModel.use_attention_kernel=false"])
+    assert cfg["MixtureModel"]["use_mixture_prior"] and cfg["MixtureModel"]["λ_reg"] == 0.0
+    with pytest.raises(ConfigError, match="use_attention_kernel = true.*not built.*use false"):
+        load_config("mnist", overrides=["MixtureModel.use_attention_kernel=true"])
+    with pytest.raises(ConfigError, match="λ_reg = 0.5.*not built.*use 0"):
+        load_config("mnist", overrides=["MixtureModel.λ_reg=0.5"])
+    with pytest.raises(ConfigError, match="unknown key 'mixture_model'"):
         load_config("mnist", overrides=["EbmModel.mixture_model=true"])
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from scipy.interpolate import BSpline as SciBSpline
 
+from conftest import randomise_kan
 from kaem.activations import ACTIVATIONS, get_activation
 from kaem.backend import get_backend
 from kaem.bases import BASES, make_basis
@@ -42,13 +43,7 @@ def make_layer(basis: str, act: str = "silu", seed: int = 0, in_dim: int = IN, o
     spec = KANSpec(basis=basis, grid_size=G, degree=3, activation=act, grid_range=grid_range,
                    tau_trainable=tau_trainable)
     layer = KANLayer(BE, in_dim, out_dim, spec, BE.rng(seed))
-    r = np.random.default_rng(1000 + seed)
-    p = layer.params
-    p["w_base"][...] = r.normal(0.0, 0.7, p["w_base"].shape)
-    p["w_sp"][...] = r.uniform(0.5, 1.5, p["w_sp"].shape) * r.choice([-1.0, 1.0], p["w_sp"].shape)
-    p["coef"][...] = r.normal(0.0, 1.0, p["coef"].shape)
-    if "tau" in p:
-        p["tau"][...] = r.uniform(0.8, 1.6)
+    randomise_kan(layer.params, 1000 + seed, base_std=0.7)
     return layer
 
 
@@ -98,7 +93,7 @@ def ref_phi(layer: KANLayer, x: np.ndarray) -> np.ndarray:
     p = layer.params
     B = ref_basis(layer, x)  # (..., in, nb)
     spline = np.einsum("...ig,iog->...io", B, p["coef"]) * p["w_sp"]
-    if not layer.basis.has_base_branch:
+    if not layer.has_base_branch:
         return spline
     b, _ = layer.act(x)
     return spline + b[..., None] * p["w_base"]
@@ -359,6 +354,20 @@ def test_activation_extreme_inputs_finite(act: str) -> None:
     with np.errstate(over="raise", invalid="raise"):
         v, d = get_activation(act)(x)
     assert np.isfinite(v).all() and np.isfinite(d).all()
+
+
+def test_base_activation_none_drops_the_branch_and_identity_keeps_it() -> None:
+    """As the reference: base_activation = none means no w_base·b(x) term (w_base gets no
+    gradient); identity is the linear branch w_base·x."""
+    x = away_from(np.random.default_rng(31), (N, IN), LO, HI, [])
+    none, ident = make_layer("RBF", "none", seed=3), make_layer("RBF", "identity", seed=3)
+    assert not none.has_base_branch and ident.has_base_branch
+    spline = np.einsum("nig,iog->no", ref_basis(none, x), none.params["coef"] * none.params["w_sp"][..., None])
+    np.testing.assert_allclose(none.forward(x, cache=False), spline, rtol=1e-12)
+    np.testing.assert_allclose(ident.forward(x, cache=False), spline + x @ ident.params["w_base"], rtol=1e-12)
+    none.forward(x)
+    none.backward(np.ones((N, OUT)))
+    assert not none.grads["w_base"].any()
 
 
 def test_get_activation_unknown_name() -> None:

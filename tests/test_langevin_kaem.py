@@ -122,7 +122,7 @@ def test_langevin_loss_gradient(be64, cd, basis):
     _check_all_params(m, lambda: langevin_loss_and_grad(m, x, z, z_cd=z_cd, exact_logZ=not cd, noise=noise)[0])
 
 
-@pytest.mark.parametrize("rule", ["left", "trapezoid"])
+@pytest.mark.parametrize("rule", ["left", "trapezoid", "right"])
 @pytest.mark.parametrize("cd", [True, False], ids=["contrastive", "exact-logZ"])
 def test_thermo_loss_gradient(be64, rule, cd):
     m = _model(be64)
@@ -156,7 +156,7 @@ def test_langevin_loss_value(be64):
     assert abs(float(loss_x) - want_x) < 1e-10 * abs(want_x)
 
 
-@pytest.mark.parametrize("rule", ["left", "trapezoid"])
+@pytest.mark.parametrize("rule", ["left", "trapezoid", "right"])
 def test_thermo_loss_value_counts_each_interval_once(be64, rule):
     """loss = −mean_b TI_b(ll) − mean log p̃(z_t=1) + CD, TI the sampler library's estimator
     (left sum / trapezoid over the ladder, spec §7.4: no doubled first interval)."""
@@ -172,7 +172,7 @@ def test_thermo_loss_value_counts_each_interval_once(be64, rule):
     ll_all = (-((np.tile(x, (5, 1)) - y) ** 2).sum(1) / (2 * m.lik.sigma ** 2)).reshape(5, B)
     used = ~np.isnan(ll)
     np.testing.assert_allclose(ll[used], ll_all[used], rtol=1e-12)
-    assert used[:-1].all() and (used[-1].all() == (rule == "trapezoid"))
+    assert used[1:-1].all() and (used[0].all() == (rule != "right")) and (used[-1].all() == (rule != "left"))
     lp_top = m.prior.log_unnorm(z[-1], cache=False)
     lp_cd = m.prior.log_unnorm(z[0], cache=False)
     want = -ti_log_evidence(ll_all, temps, rule).mean() - lp_top.mean() + lp_cd.mean()
@@ -181,12 +181,13 @@ def test_thermo_loss_value_counts_each_interval_once(be64, rule):
 
 def test_ti_weights():
     temps = temperature_ladder(5, 2.5)
-    for rule in ("left", "trapezoid"):
+    for rule in ("left", "trapezoid", "right"):
         c = ti_weights(temps, rule)
         assert abs(c.sum() - 1.0) < 1e-14  # ∫_0^1 dt, each interval once
         ll = np.random.default_rng(0).standard_normal((6, 3))
         np.testing.assert_allclose(c @ ll, ti_log_evidence(ll, temps, rule), rtol=1e-12)
-    assert ti_weights(temps, "left")[-1] == 0.0
+    assert ti_weights(temps, "left")[-1] == 0.0 and ti_weights(temps, "right")[0] == 0.0
+    np.testing.assert_allclose(ti_weights(temps, "right")[1:], np.diff(temps), rtol=1e-12)
     with pytest.raises(ValueError, match="integration_rule"):
         ti_weights(temps, "simpson")
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
+from conftest import randomise_kan
 from kaem.backend import get_backend
 from kaem.bases import BASES
 from kaem.kan import KANSpec
@@ -40,13 +41,7 @@ def make_prior(pi0: str, basis: str = "RBF", P: int = 2, Q: int = 3, seed: int =
     spec = KANSpec(basis=basis, grid_size=G, degree=3, activation=act, grid_range=grid_range)
     prior = UnivariatePrior(BE, P, Q, spec, BE.rng(seed), pi0=pi0, n_nodes=n_nodes, eps=eps,
                             shared_uniform=shared_uniform)
-    r = np.random.default_rng(500 + seed)
-    p = prior.params
-    p["w_base"][...] = r.normal(0.0, 0.5, p["w_base"].shape)
-    p["w_sp"][...] = r.uniform(0.5, 1.5, p["w_sp"].shape) * r.choice([-1.0, 1.0], p["w_sp"].shape)
-    p["coef"][...] = r.normal(0.0, 1.0, p["coef"].shape)
-    if "tau" in p:
-        p["tau"][...] = r.uniform(0.8, 1.6)
+    randomise_kan(prior.params, 500 + seed)
     return prior
 
 

@@ -326,6 +326,8 @@ def test_ti_rules_on_simple_integrands():
     lin = (2.0 + 5.0 * t)[:, None]  # trapezoid exact for linear integrands: 2 + 5/2
     np.testing.assert_allclose(ti_log_evidence(lin, t, "trapezoid"), [4.5])
     np.testing.assert_allclose(ti_log_evidence(lin, t, "left"), [2.0 + 5.0 * np.sum(np.diff(t) * t[:-1])])
+    np.testing.assert_allclose(ti_log_evidence(lin, t, "right"), [2.0 + 5.0 * np.sum(np.diff(t) * t[1:])])
+    np.testing.assert_allclose(ti_log_evidence(const, t, "right"), [-3.0, -3.0])
 
 
 def test_ti_discretisation_with_exact_expectations(ti_target):
@@ -336,21 +338,28 @@ def test_ti_discretisation_with_exact_expectations(ti_target):
     """
     tg, exact = ti_target, ti_target.log_evidence()
     for p in (1.0, 2.0):
-        err_left, err_trap = [], []
+        err_left, err_trap, err_right = [], [], []
         for nt in (2, 5, 10, 20):
             t = np.array(temperature_ladder(nt, p))
             f = np.stack([tg.expected_log_lik(tk) for tk in t])
             left = ti_log_evidence(f, t, "left")
-            right = (np.diff(t)[:, None] * f[1:]).sum(0)
+            right = ti_log_evidence(f, t, "right")
+            np.testing.assert_allclose(right, (np.diff(t)[:, None] * f[1:]).sum(0), rtol=1e-14)
+            # the trapezoid is the mean of the left and right sums on any ladder
+            np.testing.assert_allclose(0.5 * (left + right), ti_log_evidence(f, t, "trapezoid"), rtol=1e-12)
             assert np.all(left < exact) and np.all(exact <= right)
             assert np.all(exact - left <= right - left)
             err_left.append(np.abs(left - exact))
+            err_right.append(np.abs(right - exact))
             err_trap.append(np.abs(ti_log_evidence(f, t, "trapezoid") - exact))
-        err_left, err_trap = np.array(err_left), np.array(err_trap)
-        assert np.all(np.diff(err_left, axis=0) < 0) and np.all(np.diff(err_trap, axis=0) < 0)
+        err_left, err_trap, err_right = np.array(err_left), np.array(err_trap), np.array(err_right)
+        for err in (err_left, err_trap, err_right):
+            assert np.all(np.diff(err, axis=0) < 0)
         # first order vs second order: halving Δt (10 → 20) shrinks left by ~2, trapezoid by ~4
         assert np.all(err_left[3] < err_left[2] / 1.8) and np.all(err_left[3] > err_left[2] / 2.6)
         assert np.all(err_trap[3] < err_trap[2] / 3.0)
+        # the right sum is first order too (its ratio approaches 2 from below here: 1.68 at p = 1)
+        assert np.all(err_right[3] > err_right[2] / 2.6)
 
 
 def test_ti_with_exact_samples_converges_and_matches_is(ti_target):

@@ -4,18 +4,28 @@
 name           what                                        module
 =============  ==========================================  =================================
 univariate     Q×P univariate EBMs, exact inverse transform ``univariate.py`` (§1.1, §3)
+mixture        Q mixtures of P univariate EBMs, h = z       ``mixture.py`` (§1.2)
 =============  ==========================================  =================================
+
+Both are built on ``quadrature.py`` (π0 from ``pi0.py``): the densities of a KAN layer used
+pointwise, normalised by quadrature, with inverse-transform tables and grid updating.
 
 Every prior offers the same interface to the model, the objectives and the samplers
 (z is a batch of latents, shape (N, *latent_shape)):
 
-* ``Q`` (the generator's input width) and ``latent_shape``;
+* ``kind`` (its name in ``PRIORS``), ``Q`` (the generator's input width) and ``latent_shape``;
 * ``params`` / ``grads`` / ``buffers``: flat name -> array dicts (the live arrays), and
   ``zero_grad()``;
 * ``sample(n, rng)`` -> z;
-* ``log_unnorm(z, cache)`` -> log p̃(z) (N,), ``log_unnorm_backward(dlogp, need_dz)`` -> dz
-  (parameter gradients accumulate), and ``log_unnorm_and_grad(z)`` -> (log p̃, ∇_z log p̃)
-  without parameter gradients (what samplers call);
+* ``prior_loss(z_post, weight, z_cd, exact_logZ)`` -> the prior's part of every objective,
+  − Σ_i weight_i log p(z_post_i) with ∇ log Z by contrastive divergence from the prior draws
+  z_cd or exact (``kaem/objective.py``); parameter gradients accumulate;
+* ``sampler_log_density()`` -> a function z -> (log p̃(z) (N,), ∇_z log p̃(z)) for one sampler
+  run (parameters fixed meanwhile, so z-independent work such as the mixture's log Z is
+  done once), no parameter gradients;
+* ``log_unnorm(z, cache)`` -> log p̃(z) (N,) (up to a z-independent constant),
+  ``log_unnorm_backward(dlogp, need_dz)`` -> dz (parameter gradients accumulate), and
+  ``log_unnorm_and_grad(z)`` -> (log p̃, ∇_z log p̃);
 * ``has_exact_logZ``; when true, ``log_Z(cache)``, ``log_Z_backward(dlogZ)``,
   ``quadrature_error()`` and ``log_prob(z)``;
 * ``to_input(z)`` -> generator input h (N, Q) and its backward ``input_grad(dh)`` -> dz;
@@ -26,17 +36,19 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..backend import Backend
+from .mixture import MixturePrior
 from .univariate import UnivariatePrior
 
 # name -> constructor from (config, backend, rng)
 PRIORS: dict[str, Callable[[Any, Backend, Any], Any]] = {
     "univariate": UnivariatePrior.from_config,
+    "mixture": MixturePrior.from_config,
 }
 
 
 def prior_kind(cfg: Any) -> str:
-    """The prior a config selects."""
-    return "univariate"
+    """The prior a config selects: MixtureModel.use_mixture_prior -> "mixture"."""
+    return "mixture" if cfg["MixtureModel"]["use_mixture_prior"] else "univariate"
 
 
 def make_prior(cfg: Any, be: Backend, rng: Any) -> Any:
@@ -44,4 +56,4 @@ def make_prior(cfg: Any, be: Backend, rng: Any) -> Any:
     return PRIORS[prior_kind(cfg)](cfg, be, rng)
 
 
-__all__ = ["PRIORS", "UnivariatePrior", "make_prior", "prior_kind"]
+__all__ = ["PRIORS", "MixturePrior", "UnivariatePrior", "make_prior", "prior_kind"]

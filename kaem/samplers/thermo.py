@@ -97,8 +97,11 @@ def ti_log_evidence(ll: Array, temps: Any, rule: str = "left") -> Array:
         ll: (K, B) estimates of E_{p_{t_k}}[log p(x_b|z)] (mean log-lik per temperature).
         temps: (K,) increasing, t_0 = 0 and t_{K−1} = 1 for the full integral.
         rule: "left":      Σ_{k=1}^{K−1} (t_k − t_{k−1}) E_{t_{k−1}}  (t_0 = prior samples);
-              "trapezoid": Σ_{k=1}^{K−1} (t_k − t_{k−1}) ½(E_{t_{k−1}} + E_{t_k}).
+              "trapezoid": Σ_{k=1}^{K−1} (t_k − t_{k−1}) ½(E_{t_{k−1}} + E_{t_k});
+              "right":     Σ_{k=1}^{K−1} (t_k − t_{k−1}) E_{t_k}  (what the reference
+                           computes in effect; the t = 1 rung gets the last interval).
     Each interval is counted once (not the reference's doubled first interval, spec §7.4).
+    Since E_t[log p(x|z)] increases with t, left ≤ log p(x) ≤ right.
     """
     xp = array_module(ll)
     t = xp.asarray(temps, dtype=ll.dtype)
@@ -107,7 +110,9 @@ def ti_log_evidence(ll: Array, temps: Any, rule: str = "left") -> Array:
         return (dt * ll[:-1]).sum(axis=0)
     if rule == "trapezoid":
         return (dt * 0.5 * (ll[:-1] + ll[1:])).sum(axis=0)
-    raise ValueError(f"unknown rule {rule!r}; valid: left, trapezoid")
+    if rule == "right":
+        return (dt * ll[1:]).sum(axis=0)
+    raise ValueError(f"unknown rule {rule!r}; valid: left, trapezoid, right")
 
 
 def _swap_state(z: Array, ev: Evaluation, n_temps: int, k: int, acc: Array):
