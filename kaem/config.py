@@ -595,13 +595,21 @@ def config_to_ini(cfg: Config) -> str:
 
 # Keys added after checkpoints were first written, which change no model or training
 # arithmetic: a stored config without one takes the schema default.
-LATER_KEYS = {("TRAINING", "gen_every")}
+LATER_KEYS = {("TRAINING", "gen_every"),
+              ("MixtureModel", "use_mixture_prior"), ("MixtureModel", "train_proportions"),
+              ("MixtureModel", "λ_reg"), ("MixtureModel", "use_attention_kernel")}
+# Keys removed since, with the one value a stored config can hold: dropped on reading.
+RETIRED_KEYS = {("EbmModel", "mixture_model"): "false"}  # a placeholder that refused true
 
 
 def config_from_ini(text: str) -> Config:
     """Read ``config_to_ini`` text back. Every key must be present (no defaults are
-    filled in, so a stored config means exactly what it says), except the LATER_KEYS."""
+    filled in, so a stored config means exactly what it says), except the LATER_KEYS;
+    RETIRED_KEYS are dropped."""
     entries = _read_ini(text, "stored config")
+    for (section, key), value in RETIRED_KEYS.items():
+        if entries.get(section, {}).get(key, "").strip() == value:
+            del entries[section][key]
     cfg = _schema_defaults()
     _apply_entries(cfg, entries, "stored config")
     missing = [f"{section}.{key}" for section, fields in SCHEMA.items() for key in fields

@@ -253,6 +253,17 @@ def test_mixture_section_and_its_unbuilt_options() -> None:
         load_config("mnist", overrides=["EbmModel.mixture_model=true"])
 
 
+def test_stored_config_from_before_the_mixture_section_loads() -> None:
+    """Checkpoints written before [MixtureModel] hold EbmModel.mixture_model = false and no
+    [MixtureModel]: they mean the univariate prior, and load as such."""
+    text = config_to_ini(default_config("mnist"))
+    old = text[:text.index("[MixtureModel]")] + text[text.index("[GeneratorModel]"):]
+    old = old.replace("shared_uniform = true\n", "mixture_model = false\nshared_uniform = true\n")
+    assert config_from_ini(old) == default_config("mnist")
+    with pytest.raises(ConfigError, match="mixture_model"):
+        config_from_ini(old.replace("mixture_model = false", "mixture_model = true"))
+
+
 # --- registry of bases -----------------------------------------------------------------
 
 def test_runtime_registered_basis_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
