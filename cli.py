@@ -102,7 +102,7 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
         sp.add_argument("--n-test", type=_positive_int, help="held-out images for the per-epoch evaluation (default: TRAINING.N_test)")
         sp.add_argument("--batch-size", type=_positive_int, help="minibatch size (default: TRAINING.batch_size)")
         sp.add_argument("--dtype", choices=DTYPES, help="float type (default: TRAINING.dtype)")
-        sp.add_argument("--log-every", type=_positive_int, default=50, help="progress line every N iterations (default: 50)")
+        sp.add_argument("--log-every", type=_positive_int, default=50, help="progress line every N iterations (default: 50), and at least every 30 s")
         sp.add_argument("--resize", type=_positive_int, metavar="N",
                         help="train on N×N images (the reference's img_resize, for CPU prototyping; celeba: "
                              "crop then resize, default 64; darcy: the generated resolution, default 32); "

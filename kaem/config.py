@@ -593,11 +593,14 @@ def config_to_ini(cfg: Config) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-# Keys added after checkpoints were first written, which change no model or training
-# arithmetic: a stored config without one takes the schema default.
-LATER_KEYS = {("TRAINING", "gen_every"),
-              ("MixtureModel", "use_mixture_prior"), ("MixtureModel", "train_proportions"),
-              ("MixtureModel", "λ_reg"), ("MixtureModel", "use_attention_kernel")}
+# Keys added after checkpoints were first written: a stored config without one takes the
+# schema default, which must do what the code did before the key existed (gen_every only
+# adds sample grids; the mixture prior and the CNN and MLP generators are off unless
+# switched on).
+LATER_KEYS = ({("TRAINING", "gen_every"),
+               ("MixtureModel", "use_mixture_prior"), ("MixtureModel", "train_proportions"),
+               ("MixtureModel", "λ_reg"), ("MixtureModel", "use_attention_kernel")}
+              | {(s, k) for s in ("CNN", "MLP") for k in SCHEMA[s]})
 # Keys removed since, with the one value a stored config can hold: dropped on reading.
 RETIRED_KEYS = {("EbmModel", "mixture_model"): "false"}  # a placeholder that refused true
 

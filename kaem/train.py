@@ -55,6 +55,7 @@ def _seed_for(*words: int) -> int:
     return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1)[0])
 
 
+PROGRESS_EVERY_S = 30.0  # a progress line at least this often, however slow the iterations
 SAMPLE_GRID_N = 64  # images in each per-epoch grid OUT/samples/epoch_NNN.png
 
 
@@ -188,6 +189,7 @@ class Trainer:
             rows.append(self._epoch_row(float("nan"), {}))
             self.save_samples()
         t0, start_iter = time.perf_counter(), self.iteration
+        last_log = t0
         losses, diags, grid_updates = [], {c: [] for c in DIAG_COLUMNS}, 0
         while self.iteration < total:
             x = self.x_train[self._batch_indices()]
@@ -200,10 +202,12 @@ class Trainer:
             self.iteration += 1
             grid_updates += self.maybe_update_grids(diag)
             done = self.iteration - start_iter
-            if done % log_every == 0 or self.iteration == total:
-                rate = done / (time.perf_counter() - t0)
+            now = time.perf_counter()
+            if done % log_every == 0 or self.iteration == total or now - last_log >= PROGRESS_EVERY_S:
+                last_log, rate = now, done / (now - t0)
+                speed = f"{rate:.1f} it/s" if rate >= 1 else f"{1 / rate:.1f} s/it"
                 self.log(f"it {self.iteration}/{total} | epoch {self.epoch}/{epochs} | loss {losses[-1]:.2f} "
-                         f"{_sampler_text(diag)}| {rate:.1f} it/s | ETA {_fmt_time((total - self.iteration) / rate)}")
+                         f"{_sampler_text(diag)}| {speed} | ETA {_fmt_time((total - self.iteration) / rate)}")
             epoch_end = self.iteration % self.iters_per_epoch == 0
             if epoch_end or self.iteration == total:
                 self.elapsed += time.perf_counter() - t0

@@ -48,3 +48,19 @@ def test_nan_stops_training_and_saves_last_good_state(tmp_path, be64):
     for k, v in good.items():  # the update that produced NaN was not applied
         np.testing.assert_array_equal(saved[k], v)
     assert load_checkpoint(os.path.join(tmp_path, "ckpt.npz"))["meta"]["iteration"] == tr.iters_per_epoch
+
+
+def test_slow_iterations_still_show_progress(tmp_path, be64, monkeypatch):
+    """A progress line at least every PROGRESS_EVERY_S, whatever --log-every says; slow
+    iterations read as seconds per iteration."""
+    import kaem.train
+
+    model = KAEM(tiny_config(), (1, 2, 3), be64, seed=0)
+    x = np.random.default_rng(0).random((20, 6))
+    lines = []
+    tr = Trainer(model, be64, x, x[:5], str(tmp_path), log=lines.append)
+    monkeypatch.setattr(kaem.train, "PROGRESS_EVERY_S", 0.0)
+    tr.run(epochs=1, log_every=1000)
+    progress = [m for m in lines if m.startswith("it ")]
+    assert [m.split()[1] for m in progress] == [f"{i}/{tr.iters_per_epoch}" for i in range(1, tr.iters_per_epoch + 1)]
+    assert all(" it/s " in m or " s/it " in m for m in progress)
