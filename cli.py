@@ -526,7 +526,7 @@ def cmd_plot_prior(args: Any) -> int:
         if bad:
             raise CLIError(f"{flag} {bad[0]} is out of range: this checkpoint has {flag[2:].upper()} = {size}, "
                            f"valid {flag} values are 0..{size - 1}")
-    source = f"{os.path.basename(args.ckpt)}, iteration {int(ckpt['meta']['iteration'])}"
+    source = f"{args.ckpt}, iteration {int(ckpt['meta']['iteration'])}"
     try:
         img = prior_figure(prior, args.q, args.p, n_points=args.points, show_pi0=not args.no_pi0, source=source)
     except ValueError as e:  # a prior kind without a density figure
