@@ -390,14 +390,14 @@ def cmd_eval(args: Any) -> int:
     return 0
 
 
-def _option_words(args: Any, command: str, dests: Sequence[str]) -> list[str]:
-    """The options ``dests`` of a parsed ``command`` back as command-line words, those that
-    differ from their defaults only (so that a generated line reads like a typed one)."""
+def _option_words(args: Any, command: str, skip: Sequence[str]) -> list[str]:
+    """The options of a parsed ``command``, except those in ``skip``, back as command-line
+    words: those that differ from their defaults only (a generated line reads like a typed one)."""
     sp = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
     words: list[str] = []
     for action in sp._actions:
         value = getattr(args, action.dest, None)
-        if action.dest not in dests or not action.option_strings or value == action.default:
+        if action.dest in skip or not action.option_strings or value == action.default:
             continue
         flag = action.option_strings[-1]
         if isinstance(action, argparse._StoreTrueAction):
@@ -409,8 +409,7 @@ def _option_words(args: Any, command: str, dests: Sequence[str]) -> list[str]:
     return words
 
 
-SWEEP_PASSED_ON = ("set", "epochs", "max_iters", "n_train", "n_test", "batch_size", "dtype", "log_every", "device",
-                   "seed", "data_dir", "no_download")  # sweep options that go into every train line
+SWEEP_OWN = ("help", "dataset", "out", "only")  # the sweep's options that do not go into its train lines
 
 
 def cmd_sweep(args: Any) -> int:
@@ -426,7 +425,7 @@ def cmd_sweep(args: Any) -> int:
         if unknown:
             raise CLIError(f"--only: unknown run(s) {', '.join(unknown)}; valid: {', '.join(names)}")
         plan = [p for p in plan if p["run"] in args.only]
-    common = _option_words(args, "sweep", SWEEP_PASSED_ON)
+    common = _option_words(args, "sweep", SWEEP_OWN)
     lines = [["train", "--dataset", args.dataset, "--preset", p["preset"],
               *[w for o in p["overrides"] for w in ("--set", o)], "--out", os.path.join(out, p["run"]), *common]
              for p in plan]

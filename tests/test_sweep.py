@@ -66,3 +66,15 @@ def test_sweep_only_rejects_unknown_runs(tmp_path, capsys):
 def test_summary_markdown_marks_failures():
     md = summary_markdown([{"line": 3, "command": "train --out x", "status": "failed", "note": "TrainingError: a|b"}])
     assert "| 3 | `train --out x` | failed |" in md and "a/b" in md
+
+
+def test_every_run_option_goes_into_the_train_lines():
+    """The generated lines carry every option the sweep was given except its own, so a new
+    run option (such as --resize) reaches the runs without the sweep knowing of it."""
+    args = cli.build_parser().parse_args(["sweep", "--dataset", "FMNIST", "--out", "x", "--only", "ebm-RBF",
+                                          "--epochs", "2", "--resize", "16", "--set", "A.b=1", "--set", "C.d=2",
+                                          "--no-download", "--seed", "3"])
+    words = cli._option_words(args, "sweep", cli.SWEEP_OWN)
+    assert words == ["--set", "A.b=1", "--set", "C.d=2", "--epochs", "2", "--resize", "16", "--seed", "3",
+                     "--no-download"]
+    assert cli._check_job(["train", *words]) == ""  # and they make a valid train line
