@@ -209,6 +209,23 @@ def job_figures(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _starting_rows(jobs: Sequence[Job], record: dict[str, dict[str, str]], retry_failed: bool) -> list[dict[str, Any]]:
+    """Each job's summary row before anything runs: the recorded one for a job that will be
+    skipped, ``failed`` for a line that cannot run, else ``pending`` (keeping the wall time
+    of an interrupted attempt)."""
+    rows = []
+    for job in jobs:
+        prev = record.get(job.key, {})
+        row = {"line": job.line, "command": job.text, "key": job.key, "status": "pending",
+               "wall_time_s": prev.get("wall_time_s", "") if prev.get("status") == "interrupted" else ""}
+        if job.error:
+            row.update(status="failed", note=job.error)
+        elif prev.get("status") == "ok" or (prev.get("status") == "failed" and not retry_failed):
+            row.update({c: v for c, v in prev.items() if c in SUMMARY_COLUMNS}, line=job.line)
+        rows.append(row)
+    return rows
+
+
 @dataclass
 class JobRun:
     """What ``run_jobs`` did: the summary rows (file order) and the exit status (0 all ok,
@@ -227,17 +244,7 @@ def run_jobs(jobs: Sequence[Job], execute: Callable[[list[str]], tuple[int, str,
     status of 130 (or a KeyboardInterrupt) means interrupted and stops the run. Every
     job's row, including those skipped, is in the summary, rewritten after each job.
     """
-    record = read_record(csv_path)
-    rows: list[dict[str, Any]] = []
-    for job in jobs:
-        prev = record.get(job.key, {})
-        row = {"line": job.line, "command": job.text, "key": job.key, "status": "pending",
-               "wall_time_s": prev.get("wall_time_s", "") if prev.get("status") == "interrupted" else ""}
-        if job.error:
-            row.update(status="failed", note=job.error)
-        elif prev.get("status") == "ok" or (prev.get("status") == "failed" and not retry_failed):
-            row.update({c: v for c, v in prev.items() if c in SUMMARY_COLUMNS}, line=job.line)
-        rows.append(row)
+    rows = _starting_rows(jobs, read_record(csv_path), retry_failed)
     todo = [(job, row) for job, row in zip(jobs, rows) if row["status"] == "pending"]
     for job, row in zip(jobs, rows):
         if job.error:
