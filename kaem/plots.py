@@ -192,11 +192,11 @@ def panel(draw: ImageDraw.ImageDraw, box: tuple[float, float, float, float], ser
     frame; xlabel is centred under the tick labels; ylabel sits above the y tick labels.
     xlim/ylim default to the data range (ylim from 0 when all y ≥ 0); lines and dots
     outside them are cut at the frame. xticks/yticks: the
-    tick values, or an int n for n evenly spaced ticks from lim[0] to lim[1] (ends included).
+    tick values, or an int n for about n round ones inside the limits (``nice_ticks``).
     fit = (slope, intercept): the line slope·x + intercept across xlim, drawn in red under
     the series. Returns the data -> pixel map of the panel.
     """
-    fnt = fnt or font()
+    fnt = fnt or font(GRID_FONT_PX)  # Aileron at 10 px runs its words together
     left, top, W, H = box
     x0, x1, y_bot, y_top = left + pad[0], left + W - pad[1], top + H - pad[3], top + pad[2]
     xs_all = [float(v) for s in series for v in s.x if math.isfinite(float(v))]
@@ -225,7 +225,7 @@ def panel(draw: ImageDraw.ImageDraw, box: tuple[float, float, float, float], ser
 
     def ticks(spec: Sequence[float] | int, lo: float, hi: float) -> list[float]:
         if isinstance(spec, int):
-            return [lo + k * (hi - lo) / max(spec - 1, 1) for k in range(spec)]
+            return nice_ticks(lo, hi, spec)
         return [float(v) for v in spec]
 
     _, b_top, _, b_bot = fnt.getbbox("0")
@@ -463,7 +463,7 @@ def prior_figure(prior: Any, qs: Sequence[int] | None = None, ps: Sequence[int] 
 def wrap_text(text: str, width: float, fnt: Any = None) -> list[str]:
     """Split text at spaces into lines no wider than width pixels (a longer word gets its own
     line)."""
-    fnt = fnt or font()
+    fnt = fnt or font(GRID_FONT_PX)  # Aileron at 10 px runs its words together
     lines: list[str] = []
     for word in text.split(" "):
         if lines and fnt.getlength(lines[-1] + " " + word) <= width:
