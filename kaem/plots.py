@@ -420,7 +420,7 @@ def mixture_density_grid(prior: Any, qs: Sequence[int] | None = None, ps: Sequen
     """One panel per selected q (MIX_COLUMNS to a row): the mixture π_q (blue, shaded) and its
     weighted components α_{q,p} π_{q,p} (thin coloured lines, the selected p; default all),
     with ``show_pi0`` the π0 mixture dashed grey. Each panel's title gives the largest
-    proportions. Image: min(len(qs), MIX_COLUMNS) panels wide, header above."""
+    proportions (or says they are uniform). Image: min(len(qs), MIX_COLUMNS) panels wide, header above."""
     qs = _select("q", qs, prior.Q, DEFAULT_QS)
     ps = _select("p", ps, prior.P, prior.P)
     z, mix, comps, *pi0 = mixture_density_curves(prior, qs, ps, n_points, with_pi0=show_pi0)
@@ -440,7 +440,8 @@ def mixture_density_grid(prior: Any, qs: Sequence[int] | None = None, ps: Sequen
         if show_pi0:
             extra.append(Series(z[:, k], pi0[0][:, k], color=GREY, dash=(5, 4)))
         top = np.argsort(alpha[q])[::-1][:2]
-        name = f"q={q}  max alpha: " + ", ".join(f"p{p} {alpha[q, p]:.2f}" for p in top)
+        name = f"q={q}" + (("  max alpha: " + ", ".join(f"p{p} {alpha[q, p]:.2f}" for p in top))
+                           if np.ptp(alpha[q]) > 1e-6 else "  alpha uniform")
         _density_panel(draw, ((k % cols) * pw, header + (k // cols) * ph, pw, ph), z[:, k], mix[:, k], extra, name, fnt)
     return img
 

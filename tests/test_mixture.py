@@ -363,3 +363,25 @@ def test_checkpoint_round_trip_via_cli(tmp_path, data_dir):
     assert z.shape == (6, 5) and np.isfinite(model.prior.log_prob(z)).all()
     assert cli.main(["sample", "--ckpt", str(out / "ckpt.npz"), "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
     assert cli.main(["plot-prior", "--ckpt", str(out / "ckpt.npz"), "--out", str(tmp_path / "p.png")]) == 0
+
+
+def test_mixture_density_curves_and_figure():
+    """The plotted π_q is a normalised density (trapezoid within its error bound), the sum
+    of the plotted weighted components, and exp of the model's log density; the figure has
+    MIX_COLUMNS panels to a row."""
+    from kaem.plots import HEADER_H, MIX_COLUMNS, MIX_PANEL_SIZE, mixture_density_curves, mixture_density_grid
+    from test_plots import _trapezoid_with_bound
+
+    prior = make_mixture("learnable_gaussian", P=3, Q=5, seed=21, eps=0.0)
+    z, mix, comps, pi0 = mixture_density_curves(prior, n_points=400, with_pi0=True)
+    assert z.shape == mix.shape == pi0.shape == (400, 5) and comps.shape == (400, 3, 5)
+    np.testing.assert_allclose(comps.sum(axis=1), mix, rtol=1e-12)
+    for curve in (mix, pi0):
+        integral, bound = _trapezoid_with_bound(z, curve)
+        assert np.all(np.abs(integral - 1) <= 2 * bound + 1e-6), (integral, bound)
+    np.testing.assert_allclose(np.log(mix[200]).sum(), prior.log_prob(z[200][None])[0], rtol=1e-10)
+    img = mixture_density_grid(prior, ps=[0, 2], title="t")
+    pw, ph = MIX_PANEL_SIZE
+    assert img.size == (MIX_COLUMNS * pw, HEADER_H + 2 * ph)
+    with pytest.raises(ValueError, match=r"valid: 0\.\.2"):
+        mixture_density_grid(prior, ps=[3])
