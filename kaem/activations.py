@@ -46,7 +46,8 @@ def _relu(x):
 
 def _leakyrelu(x):
     xp = array_module(x)
-    return xp.where(x > 0, x, _LEAK * x), xp.where(x > 0, 1.0, _LEAK).astype(x.dtype)
+    d = xp.where(x > 0, x.dtype.type(1), x.dtype.type(_LEAK))  # one pass, already in x's dtype
+    return x * d, d
 
 
 def _tanh(x):

@@ -208,6 +208,23 @@ SCHEMA: dict = {
 # one FMNIST epoch with 100 nodes log Z was already off by 1e-2 (2e-4 with 200).
 _FFT = {"EbmModel": {"spline_function": "FFT", "grid_size": "50", "GaussQuad_nodes": "200"},
         "GeneratorModel": {"spline_function": "FFT", "grid_size": "50"}}
+# The reference's natural-image runs (thezettascale's svhn/cifar/celeba_config.ini, spec §5):
+# for each of Q = 81 latents a mixture of P = 40 components, FFT G = 50 on ±1.5 with a
+# leakyrelu base and 200 nodes; a conv-transpose generator (the [CNN] defaults are the SVHN
+# stack); σ = 0.3, σ_n = 0.01; ULA posterior, η = 0.005 (--mode thermo: 5 temperatures,
+# p 1 -> 8); 20 000 images, 40 epochs of 100, Adam 2e-4.
+def _images(cnn: dict, langevin_steps: str = "40") -> dict:
+    return {"EbmModel": {"layer_widths": "40, 81", "base_activation": "leakyrelu", "spline_function": "FFT",
+                         "grid_size": "50", "grid_range": "-1.5, 1.5", "ε_scale": "1", "GaussQuad_nodes": "200"},
+            "MixtureModel": {"use_mixture_prior": "true"},
+            "GeneratorModel": {"widths": "81, 162", "generator_variance": "0.3", "generator_noise": "0.01"},
+            "CNN": {"use_cnn_lkhood": "true", **cnn},
+            "POST_LANGEVIN": {"use_langevin": "true", "initial_step_size": "0.005", "iters": langevin_steps},
+            "THERMODYNAMIC_INTEGRATION": {"p_start": "1", "p_end": "8", "N_langevin_per_temp": langevin_steps},
+            "TRAINING": {"N_train": "20000", "N_epochs": "40"},
+            "OPTIMIZER": {"learning_rate": "0.0002"}}
+
+
 DATASET_DEFAULTS: dict = {
     "mnist": {},
     "fmnist": {},
@@ -215,6 +232,11 @@ DATASET_DEFAULTS: dict = {
     "fmnist-fft": _FFT,
     "mnist32": {},  # MNIST / Fashion-MNIST zero-padded to 32×32 (for 32×32 generators)
     "fmnist32": {},
+    "svhn": _images({}),
+    "cifar10": _images({"hidden_feature_dims": "256, 128, 64", "strides": "1, 2, 2, 1", "kernel_sizes": "8, 4, 4, 3"}, "60"),
+    "celeba": _images({"hidden_feature_dims": "256, 128, 64, 32", "strides": "1, 2, 2, 2, 2",
+                       "kernel_sizes": "4, 4, 4, 4, 4", "paddings": "0, 1, 1, 1, 1"}),
+    "fmnist32-conv": _images({}),  # the svhn model on Fashion-MNIST padded to 32×32 (one channel)
     # The reference's darcy_flow_config.ini (PritRaj1 copy; the older thezettascale copy has
     # generator widths 201,202 that contradict Q): IS, RBF G = 30 in prior and generator,
     # lognormal π0, 1 000 training fields, 250 epochs of 10 iterations.
