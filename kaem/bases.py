@@ -57,6 +57,24 @@ class Basis(ABC):
     def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
         """B (..., in, nb); with ``derivs`` the tuple (B, dB/dx, dB/dtau or None)."""
 
+    def backward(self, dB: Any, x: Any, B: Any, grid: Any, tau: Any, need_dx: bool = True,
+                 need_dtau: bool = True) -> tuple[Any, Any]:
+        """The chain rule through the basis, given ∂L/∂B (..., in, nb) and the forward's x and
+        B = evaluate(x): dx[..., i] = Σ_g ∂L/∂B_g ∂B_g/∂x (or None) and the 0-d
+        dτ = Σ ∂L/∂B ∂B/∂τ (or None). Generic form: derivatives from ``evaluate``."""
+        _, Bx, Bt = self.evaluate(x, grid, tau, derivs=True, dtau=need_dtau and self.uses_tau)
+        dx = (dB * Bx).sum(-1) if need_dx else None
+        dtau = (dB * Bt).sum() if need_dtau and Bt is not None else None
+        return dx, dtau
+
+    def value_and_slope(self, z: Any, grid: Any, tau: Any, W: Any) -> tuple[Any, Any]:
+        """Σ_g W[o,i,g] B_g(z[n,o,i]) and Σ_g W[o,i,g] B'_g(z[n,o,i]), both (N, out, in), for
+        z (N, out, in) and W (out, in, nb): the spline part of the pointwise form and its
+        z-derivative (what samplers need from the prior)."""
+        xp = array_module(z)
+        B, Bz, _ = self.evaluate(z, grid, tau, derivs=True, dtau=False)
+        return xp.einsum("noig,oig->noi", B, W), xp.einsum("noig,oig->noi", Bz, W)
+
     def init_coef(self, rng: Any, xp: Any, in_dim: int, out_dim: int, grid: Any, tau: Any,
                   eps_scale: float, dtype: Any) -> Any:
         """Coefficients (in, out, nb): least-squares fit of U(-0.5, 0.5)·eps_scale/G noise
@@ -87,12 +105,20 @@ class RBF(Basis):
     def n_basis(self) -> int:
         return self.G + 1
 
+    def width(self, grid: Any, tau: Any) -> Any:
+        """Bump width h·τ per input dimension, (in,)."""
+        return (grid[:, -1] - grid[:, 0]) * (tau / self.G)
+
+    def _scaled(self, x: Any, grid: Any, tau: Any) -> Any:
+        """u = (x − t_g)/(h·τ), (..., in, nb)."""
+        w = self.width(grid, tau)[:, None]
+        u = x[..., None] - grid
+        u /= w
+        return u
+
     def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
         xp = array_module(x)
-        h = (grid[:, -1] - grid[:, 0]) / self.G  # (in,)
-        width = (h * tau)[:, None]  # (in, 1)
-        u = x[..., None] - grid
-        u /= width  # (..., in, nb)
+        u = self._scaled(x, grid, tau)
         B = u * u  # in place from here on: these are the largest arrays of a step
         B *= -0.5
         xp.exp(B, out=B)
@@ -100,8 +126,56 @@ class RBF(Basis):
             return B
         dBdtau = (u * u) * B / tau if dtau else None
         u *= B
-        u /= -width  # dB/dx = −u·B/width
+        u /= -self.width(grid, tau)[:, None]  # dB/dx = −u·B/width
         return B, u, dBdtau
+
+    def backward(self, dB: Any, x: Any, B: Any, grid: Any, tau: Any, need_dx: bool = True,
+                 need_dtau: bool = True) -> tuple[Any, Any]:
+        """With ∂B/∂x = −u·B/w and ∂B/∂τ = u²·B/τ both contractions share P = ∂L/∂B·B·u:
+        dx = −Σ_g P / w, dτ = Σ P·u / τ."""
+        u = self._scaled(x, grid, tau)
+        P = dB * B
+        P *= u
+        dx = P.sum(-1) / -self.width(grid, tau) if need_dx else None
+        dtau = None
+        if need_dtau:
+            P *= u
+            dtau = P.sum() / tau
+        return dx, dtau
+
+    def value_and_slope(self, z: Any, grid: Any, tau: Any, W: Any) -> tuple[Any, Any]:
+        """One knot at a time on (N, out, in) arrays, never the (N, out, in, nb) tensor:
+        with a = (z − c)/w and a_g = (t_g − c)/w (c the grid's centre, so that the
+        difference below cancels little), e_g = exp(−(a − a_g)²/2),
+
+            S0 = Σ_g W_g e_g,    S1 = Σ_g W_g B'_g = −(1/w) Σ_g W_g (a − a_g) e_g
+                                     = (Σ_g a_g W_g e_g − a·S0) / w,
+
+        eight elementwise passes per knot over arrays a nb-th of the basis tensor's size,
+        which stay in cache (the loop runs over the nb knots, each pass vectorised over all
+        (n, o, i)). Any grid: grid updating makes it non-uniform, which rules out the
+        uniform-grid recurrence exp(−(a−gδ)²/2) = exp(−a²/2)·exp(agδ)·exp(−g²δ²/2)."""
+        xp = array_module(z)
+        w = self.width(grid, tau)  # (in,)
+        c = 0.5 * (grid[:, 0] + grid[:, -1])
+        a = z - c
+        a /= w
+        knots = (grid - c[:, None]) / w[:, None]  # (in, nb)
+        S0, S1 = xp.zeros_like(a), xp.zeros_like(a)
+        u, e = xp.empty_like(a), xp.empty_like(a)
+        for g in range(grid.shape[1]):
+            xp.subtract(a, knots[:, g], out=u)
+            xp.multiply(u, u, out=e)
+            e *= -0.5
+            xp.exp(e, out=e)
+            e *= W[:, :, g]
+            S0 += e
+            e *= knots[:, g]
+            S1 += e
+        a *= S0
+        S1 -= a
+        S1 /= w
+        return S0, S1
 
 
 class BSpline(Basis):

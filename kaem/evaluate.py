@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .kan import fixed_parameters
 from .model import KAEM
 from .numerics import logsumexp
 
@@ -45,6 +46,7 @@ def generated_mse(model: KAEM, x: Any, rng: Any) -> Any:
     return ((x - xhat) ** 2).mean()
 
 
+@fixed_parameters()
 def evaluate(model: KAEM, x: Any, S: int, rng: Any, batch: int = 500) -> dict[str, float]:
     """Held-out log-likelihood (nats/datum, bits/dim), test MSE on x (N, D) and the prior's
     quadrature error (max |Δ log Z| when the node count doubles), as floats. Runs in eval mode."""

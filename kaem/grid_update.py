@@ -20,7 +20,7 @@ import math
 from typing import Any
 
 from .backend import array_module
-from .kan import KANLayer
+from .kan import KANLayer, parameters_changed
 from .numerics import lstsq_batched
 
 DOMAIN_MARGIN = 0.1  # the prior's domain = grid span widened by 10% of its range each side
@@ -54,6 +54,7 @@ def update_layer_grid(layer: KANLayer, x: Any, ratio: float) -> bool:
     c = lstsq_batched(B, spline.transpose(1, 0, 2))  # (in, nb, out)
     coef[...] = c.transpose(0, 2, 1)
     grid[...] = new_grid
+    parameters_changed()
     return True
 
 
@@ -71,6 +72,7 @@ def update_pointwise_grid(layer: KANLayer, z: Any, ratio: float) -> bool:
     c = lstsq_batched(A, spline.transpose(2, 1, 0).reshape(P * Q, N, 1))
     coef[...] = c.reshape(P, Q, -1)
     grid[...] = new_grid
+    parameters_changed()
     return True
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .kan import fixed_parameters
 from .model import KAEM
 from .objective import prior_loss_and_grad
 from .resampling import importance_weights, systematic_indices
@@ -31,7 +32,8 @@ def is_loss_and_grad(model: KAEM, x: Any, z: Any, weigh: Callable[[Any], Any], z
         weigh: maps ll (B, S) to the weights (B, S) (rows sum to 1), treated as constants.
         z_cd: (S', Q, P) fresh prior samples for the contrastive-divergence prior term, or
             None together with ``exact_logZ=True`` for the quadrature alternative.
-        rng / noise: injection noise source, or the (B, S, D) normals themselves.
+        rng / noise: injection noise source, or the normals themselves: (B, S, D) with
+            ``noise_sharing = pair``, (S, D) with ``sample``.
     Returns:
         loss (0-d array), ll (B, S), weights (B, S).
     """
@@ -49,6 +51,7 @@ def is_loss_and_grad(model: KAEM, x: Any, z: Any, weigh: Callable[[Any], Any], z
     return loss, ll, w
 
 
+@fixed_parameters()  # W = w_sp ⊙ c built once for the step's forwards and backwards
 def is_step(model: KAEM, x: Any, rng: Any) -> tuple[Any, dict[str, Any]]:
     """One importance-sampling gradient evaluation with the model's TRAINING settings.
 

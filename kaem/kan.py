@@ -12,9 +12,16 @@ Two ways to use the same parameters:
   own scalar input, no sum over i. With in = P and out = Q this is f_{q,p}(z_{q,p}) with
   the (q, p) indexing explicit (spec 7.1).
 
-Forward caches what backward needs; backward accumulates into ``self.grads`` (or, with
-``need_params=False``, returns only the input gradient a sampler needs).
-``derivative_pointwise`` gives φ and φ' elementwise, for the prior's z-gradient.
+Forward caches what backward needs (the inputs and the basis values; derivatives of the
+basis are formed in backward, and only those asked for); backward accumulates into
+``self.grads`` (or, with ``need_params=False``, returns only the input gradient a sampler
+needs). ``derivative_pointwise`` gives φ and φ' elementwise, for the prior's z-gradient.
+
+Spline weights: both forms contract the basis with W[o,i,g] = w_sp[i,o]·c[i,o,g], kept in
+the layout (out, in, nb) so that the network form is ``B.reshape(N, in·nb) @ W.reshape(out,
+in·nb).T`` and the pointwise form reads W[o, i] directly. W is rebuilt on every forward
+except inside a :func:`fixed_parameters` scope (a sampler's many evaluations, a training
+step's forwards and backwards, an evaluation), where each layer builds it once.
 
 Initialisation (spec 2): w_base = glorot-normal · (μ_scale + σ_base·(2n − 1))/√in with
 n ~ N(0, 1) per entry; w_sp = glorot-normal · σ_spline; c from the basis (least-squares
@@ -22,8 +29,10 @@ fit of small noise on the grid, or the FFT / Chebyshev scalings).
 """
 from __future__ import annotations
 
+import itertools
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from .activations import get_activation
 from .backend import Backend, array_module
@@ -60,6 +69,38 @@ def glorot_normal(rng: Any, shape: tuple[int, int], dtype: Any) -> Any:
     return rng.standard_normal(shape, dtype=dtype) * (2.0 / (shape[0] + shape[1])) ** 0.5
 
 
+# ---- W cache scope ---------------------------------------------------------------------
+# Why a scope and not a version counter: parameters are plain arrays written in place by
+# the optimiser, grid updating, checkpoint restore and by tests (finite differences poke
+# single entries), so no counter can see every write. Instead W is reused only while a
+# scope declares the parameters constant: outside one every forward rebuilds W (so any
+# write is seen), and each scope gets a fresh id (so nothing survives from one scope to the
+# next). Nothing in the library writes parameters or grids inside a scope; grid updating
+# and ``KAEM.load_arrays`` call :func:`parameters_changed`, which starts a new id anyway.
+_scope: list = [None]  # id of the open scope, None outside
+_scope_ids = itertools.count(1)
+
+
+@contextmanager
+def fixed_parameters() -> Iterator[None]:
+    """Declare every KAN layer's parameters and grid constant for the ``with`` block: each
+    layer then builds W = w_sp ⊙ c once and reuses it. Nested scopes share the outer one."""
+    if _scope[0] is not None:
+        yield
+        return
+    _scope[0] = next(_scope_ids)
+    try:
+        yield
+    finally:
+        _scope[0] = None
+
+
+def parameters_changed() -> None:
+    """Parameters or grids were written: forget W built in the open scope (if any)."""
+    if _scope[0] is not None:
+        _scope[0] = next(_scope_ids)
+
+
 class KANLayer:
     """One layer of univariate functions, ``in_dim`` inputs to ``out_dim`` outputs.
 
@@ -91,6 +132,7 @@ class KANLayer:
             self.buffers["tau"] = tau
         self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
         self._cache: tuple = ()
+        self._W: tuple = (None, None)  # (scope id, W) built inside a fixed_parameters scope
 
     @property
     def tau(self) -> Any:
@@ -100,54 +142,72 @@ class KANLayer:
         for g in self.grads.values():
             g[...] = 0
 
-    def _spline_weights(self) -> Any:
-        """w_sp ⊙ c, shape (in, out, nb)."""
-        return self.params["w_sp"][..., None] * self.params["coef"]
+    def spline_weights(self) -> Any:
+        """W[o, i, g] = w_sp[i,o]·c[i,o,g], shape (out, in, nb); built once per
+        :func:`fixed_parameters` scope, on every call outside one."""
+        sid = _scope[0]
+        if sid is not None and self._W[0] == sid:
+            return self._W[1]
+        p = self.params
+        W = (p["coef"] * p["w_sp"][..., None]).transpose(1, 0, 2)
+        W = array_module(W).ascontiguousarray(W)
+        self._W = (sid, W if sid is not None else None)
+        return W
+
+    def _need_dtau(self, need_params: bool) -> bool:
+        return need_params and "tau" in self.grads
 
     # ---- network form: y = Σ_i φ_{i,o}(x_i) -------------------------------------------
     def forward(self, x: Any, cache: bool = True) -> Any:
-        """x (N, in) -> y (N, out); with ``cache`` keeps what ``backward`` needs."""
+        """x (N, in) -> y (N, out); with ``cache`` keeps what ``backward`` needs.
+
+        y = b(x) @ w_base + B(x).reshape(N, in·nb) @ W.reshape(out, in·nb)ᵀ.
+        """
         N = x.shape[0]
-        nb = self.basis.n_basis()
-        W = self._spline_weights().transpose(0, 2, 1).reshape(self.in_dim * nb, self.out_dim)
-        out = self.basis.evaluate(x, self.buffers["grid"], self.tau, derivs=cache, dtau="tau" in self.params)
-        B = out[0] if cache else out
-        y = B.reshape(N, -1) @ W
+        W = self.spline_weights()
+        B = self.basis.evaluate(x, self.buffers["grid"], self.tau)  # (N, in, nb)
+        y = B.reshape(N, -1) @ W.reshape(self.out_dim, -1).T
+        b = db = None
         if self.has_base_branch:
             b, db = self.act(x)
             y += b @ self.params["w_base"]
-        else:
-            b = db = None
         if cache:
-            self._cache = (x, b, db, out, W)
+            self._cache = (x, b, db, B, W)
         return y
 
     def backward(self, dy: Any, need_dx: bool = True, need_params: bool = True) -> Any:
         """dy (N, out) -> dx (N, in); adds ∂L/∂θ into ``self.grads`` unless ``need_params``
         is False (a sampler wants only dx).
 
-        dW = Bᵀ dy (then split into w_sp and coef), dB = dy Wᵀ, dx = b'(x)·(dy w_baseᵀ)
-        + Σ_g dB_g ∂B_g/∂x, dτ = Σ dB ∂B/∂τ.
+        ∂L/∂W = dyᵀ B (out, in·nb), then split into w_sp and coef; ∂L/∂B = dy W;
+        dx = b'(x)·(dy w_baseᵀ) + Σ_g ∂L/∂B_g ∂B_g/∂x, dτ = Σ ∂L/∂B ∂B/∂τ (``Basis.backward``).
         """
-        x, b, db, (B, Bx, Bt), W = self._cache
-        N, nb = x.shape[0], self.basis.n_basis()
-        p, g = self.params, self.grads
+        x, b, db, B, W = self._cache
+        N, p, g = x.shape[0], self.params, self.grads
         if need_params:
-            dW = (B.reshape(N, -1).T @ dy).reshape(self.in_dim, nb, self.out_dim).transpose(0, 2, 1)
-            g["coef"] += dW * p["w_sp"][..., None]
-            g["w_sp"] += (dW * p["coef"]).sum(-1)
-        need_tau = need_params and "tau" in g
-        dB = (dy @ W.T).reshape(N, self.in_dim, nb) if need_dx or need_tau else None
+            self._add_weight_grads((dy.T @ B.reshape(N, -1)).reshape(W.shape))
+            if b is not None:
+                g["w_base"] += b.T @ dy
+        need_tau = self._need_dtau(need_params)
+        if not (need_dx or need_tau):
+            return None
+        dB = (dy @ W.reshape(self.out_dim, -1)).reshape(B.shape)
+        dx, dtau = self.basis.backward(dB, x, B, self.buffers["grid"], self.tau, need_dx, need_tau)
         if need_tau:
-            g["tau"] += (dB * Bt).sum()
-        if need_params and b is not None:
-            g["w_base"] += b.T @ dy
+            g["tau"] += dtau
         if not need_dx:
             return None
-        dx = (dB * Bx).sum(-1)
         if b is not None:
             dx += db * (dy @ p["w_base"].T)
         return dx
+
+    def _add_weight_grads(self, dW: Any) -> None:
+        """Split ∂L/∂W (out, in, nb) into the parameters: ∂c = ∂W·w_sp, ∂w_sp = Σ_g ∂W·c."""
+        xp = array_module(dW)
+        p, g = self.params, self.grads
+        dWt = dW.transpose(1, 0, 2)  # (in, out, nb) view
+        g["coef"] += dWt * p["w_sp"][..., None]
+        g["w_sp"] += xp.einsum("iog,iog->io", dWt, p["coef"])
 
     # ---- pointwise form: f[n,o,i] = φ_{i,o}(z[n,o,i]) -----------------------------------
     def forward_pointwise(self, z: Any, cache: bool = True) -> Any:
@@ -155,51 +215,48 @@ class KANLayer:
 
         z may also be (N, 1, in): every out shares the inputs (quadrature nodes). Then the
         basis is evaluated once per (n, i) and the contraction over g is a matmul batched
-        over i, f[n,o,i] = Σ_g B[n,i,g] (w_sp ⊙ c)[i,o,g].
+        over i, f[n,o,i] = Σ_g B[n,i,g] W[o,i,g].
         """
         xp = array_module(z)
-        Wt = self._spline_weights().transpose(1, 0, 2)  # (out, in, nb)
-        out = self.basis.evaluate(z, self.buffers["grid"], self.tau, derivs=cache, dtau="tau" in self.params)
-        B = out[0] if cache else out  # (N, out or 1, in, nb)
+        W = self.spline_weights()  # (out, in, nb)
+        B = self.basis.evaluate(z, self.buffers["grid"], self.tau)  # (N, out or 1, in, nb)
         if z.shape[1] == 1 and self.out_dim > 1:
-            f = (B[:, 0].transpose(1, 0, 2) @ Wt.transpose(1, 2, 0)).transpose(1, 2, 0)
+            f = (B[:, 0].transpose(1, 0, 2) @ W.transpose(1, 2, 0)).transpose(1, 2, 0)
         else:
-            f = xp.einsum("noig,oig->noi", B, Wt)
+            f = xp.einsum("noig,oig->noi", B, W)
+        b = db = None
         if self.has_base_branch:
             b, db = self.act(z)
             f += b * self.params["w_base"].T
-        else:
-            b = db = None
         if cache:
-            self._cache = (z, b, db, out, Wt)
+            self._cache = (z, b, db, B, W)
         return f
 
     def backward_pointwise(self, df: Any, need_dz: bool = True) -> Any:
         """df (N, out, in) -> dz shaped like the forward's z; adds ∂L/∂θ into ``self.grads``."""
         xp = array_module(df)
-        z, b, db, (B, Bz, Bt), Wt = self._cache
+        z, b, db, B, W = self._cache
         p, g = self.params, self.grads
         shared = z.shape[1] == 1 and self.out_dim > 1
         if shared:  # Σ_n df[n,o,i] B[n,i,g] as a matmul batched over i (contiguous df: 20-35% faster)
-            dWt = (xp.ascontiguousarray(df.transpose(2, 1, 0)) @ B[:, 0].transpose(1, 0, 2)).transpose(1, 0, 2)
+            dW = (xp.ascontiguousarray(df.transpose(2, 1, 0)) @ B[:, 0].transpose(1, 0, 2)).transpose(1, 0, 2)
         else:
-            dWt = xp.einsum("noi,noig->oig", df, B)
-        dW = dWt.transpose(1, 0, 2)  # ∂L/∂(w_sp ⊙ c), (in, out, nb)
-        g["coef"] += dW * p["w_sp"][..., None]
-        g["w_sp"] += (dW * p["coef"]).sum(-1)
+            dW = xp.einsum("noi,noig->oig", df, B)
+        self._add_weight_grads(dW)
         if b is not None:
             g["w_base"] += (df * b).sum(0).T
-        if not (need_dz or "tau" in g):
+        need_tau = self._need_dtau(True)
+        if not (need_dz or need_tau):
             return None
-        if shared:  # ∂L/∂B[n,0,i,g] = Σ_o df[n,o,i] Wt[o,i,g]
-            dB = (xp.ascontiguousarray(df.transpose(2, 0, 1)) @ Wt.transpose(1, 0, 2)).transpose(1, 0, 2)[:, None]
+        if shared:  # ∂L/∂B[n,0,i,g] = Σ_o df[n,o,i] W[o,i,g]
+            dB = (xp.ascontiguousarray(df.transpose(2, 0, 1)) @ W.transpose(1, 0, 2)).transpose(1, 0, 2)[:, None]
         else:
-            dB = df[..., None] * Wt  # (N, out, in, nb)
-        if "tau" in g:
-            g["tau"] += (dB * Bt).sum()
+            dB = df[..., None] * W  # (N, out, in, nb)
+        dz, dtau = self.basis.backward(dB, z, B, self.buffers["grid"], self.tau, need_dz, need_tau)
+        if need_tau:
+            g["tau"] += dtau
         if not need_dz:
             return None
-        dz = (dB * Bz).sum(-1)
         if b is not None:
             dz += (df * p["w_base"].T).sum(1, keepdims=True) * db if shared else df * db * p["w_base"].T
         return dz
@@ -209,20 +266,20 @@ class KANLayer:
         (N, 1, in) for inputs shared by every out (as in ``forward_pointwise``).
 
         What a sampler needs from the prior: values and z-gradients, no parameter
-        gradients and no cache. φ' = w_base·b'(z) + Σ_g (w_sp ⊙ c)_g B'_g(z).
+        gradients and no cache. φ' = w_base·b'(z) + Σ_g W[o,i,g] B'_g(z)
+        (``Basis.value_and_slope``: RBF never forms the (N, out, in, nb) basis tensor).
         """
-        xp = array_module(z)
-        Wt = self._spline_weights().transpose(1, 0, 2)  # (out, in, nb)
-        B, Bz, _ = self.basis.evaluate(z, self.buffers["grid"], self.tau, derivs=True, dtau=False)
+        W = self.spline_weights()
         if z.shape[1] == 1 and self.out_dim > 1:  # inputs shared by every out, as in forward_pointwise
-            W = Wt.transpose(1, 2, 0)  # (in, nb, out)
-            f = (B[:, 0].transpose(1, 0, 2) @ W).transpose(1, 2, 0)
-            df = (Bz[:, 0].transpose(1, 0, 2) @ W).transpose(1, 2, 0)
+            B, Bz, _ = self.basis.evaluate(z, self.buffers["grid"], self.tau, derivs=True, dtau=False)
+            Wi = W.transpose(1, 2, 0)  # (in, nb, out)
+            f = (B[:, 0].transpose(1, 0, 2) @ Wi).transpose(1, 2, 0)
+            df = (Bz[:, 0].transpose(1, 0, 2) @ Wi).transpose(1, 2, 0)
         else:
-            f = xp.einsum("noig,oig->noi", B, Wt)
-            df = xp.einsum("noig,oig->noi", Bz, Wt)
+            f, df = self.basis.value_and_slope(z, self.buffers["grid"], self.tau, W)
         if self.has_base_branch:
-            b, db = self.act(z)
-            f += b * self.params["w_base"].T
-            df += db * self.params["w_base"].T
+            b, db = self.act(z)  # may alias z (identity activation): not written in place
+            wb = self.params["w_base"].T
+            f += b * wb
+            df += db * wb
         return f, df

@@ -33,8 +33,13 @@ Prior term (both objectives), ``TRAINING.contrastive_divergence_training``:
            reference; thermo: the rung-0 prior samples, which are such draws);
     false: + Σ_{q,p} log Z_{q,p} (quadrature, differentiated exactly).
 
-Injection noise (σ_n) is used in the losses' likelihood (fresh per row, or given as
-``noise`` in tests) but not inside the sampler (see ``kaem/posterior.py``).
+Injection noise (σ_n) is used in the losses' likelihood (fresh per row, or per group of
+rows with ``GeneratorModel.noise_sharing = sample``, or given as ``noise`` in tests) but
+not inside the sampler (see ``kaem/posterior.py``).
+
+Each ``*_step`` runs inside :func:`kaem.kan.fixed_parameters`: the parameters are constant
+during a step, so every KAN layer builds its spline weights once for the sampler's many
+evaluations and the loss.
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .importance import is_step
+from .kan import fixed_parameters
 from .model import KAEM
 from .objective import prior_loss_and_grad
 from .posterior import KAEMPosterior
@@ -85,7 +91,9 @@ def langevin_loss_and_grad(model: KAEM, x: Any, z: Any, z_cd: Any = None, exact_
         x: (B, D) data.  z: (N, Q, P) chains, N a multiple of B, chain i for datum i % B.
         z_cd: (S', Q, P) fresh prior draws for the contrastive-divergence term, or None
             together with ``exact_logZ=True``.
-        rng / noise: injection noise source, or the (N, D) standard normals themselves.
+        rng / noise: injection noise source, or the standard normals themselves: (N, D)
+            with ``noise_sharing = pair``, (N // B, D) with ``sample`` (chains r·B + b share
+            ξ_r across the batch).
     Returns:
         loss (0-d array) and ll (N,), the per-chain log-likelihoods (with noise).
     """
@@ -94,7 +102,7 @@ def langevin_loss_and_grad(model: KAEM, x: Any, z: Any, z_cd: Any = None, exact_
     model.zero_grad()
     n = z.shape[0]
     g = model.generator.forward(model.prior.to_input(z))
-    ll = model.lik.log_lik_rows(_tile_rows(xp, x, n), g, rng=rng, noise=noise)
+    ll = model.lik.log_lik_rows(_tile_rows(xp, x, n), g, rng=rng, noise=noise, batch=x.shape[0])
     w = xp.full(n, 1.0 / n, dtype=ll.dtype)
     model.generator.backward(model.lik.backward_rows(-w), need_dh=False)
     loss = prior_loss_and_grad(model, z, w, z_cd, exact_logZ) - ll.mean()
@@ -134,8 +142,8 @@ def thermo_loss_and_grad(model: KAEM, x: Any, z: Any, temps: Any, rule: str = "l
         temps: (K,) ladder, t_0 = 0 and t_{K−1} = 1.
         rule: "left", "trapezoid" or "right" (see :func:`ti_weights`).
         z_cd / exact_logZ: the prior term, as in :func:`langevin_loss_and_grad`.
-        rng / noise: injection noise source, or (K, Bc, D) standard normals (only the rungs
-            with c_k ≠ 0 are read).
+        rng / noise: injection noise source, or standard normals (K, Bc, D) (``pair``) or
+            (K, Bc // B, D) (``sample``); only the rungs with c_k ≠ 0 are read.
     Returns:
         loss (0-d array) and ll (K, Bc): log-likelihoods (with noise) of the rungs the
         quadrature uses, NaN in the others (the top rung of the left sum, rung 0 of the right).
@@ -150,8 +158,8 @@ def thermo_loss_and_grad(model: KAEM, x: Any, z: Any, temps: Any, rule: str = "l
     used = [k for k in range(K) if c[k] != 0.0]
     zu = z[used].reshape((len(used) * bc,) + z.shape[2:])
     g = model.generator.forward(model.prior.to_input(zu))
-    nz = None if noise is None else noise[used].reshape(len(used) * bc, -1)
-    ll_u = model.lik.log_lik_rows(_tile_rows(xp, x, zu.shape[0]), g, rng=rng, noise=nz)
+    nz = None if noise is None else noise[used].reshape(-1, noise.shape[-1])
+    ll_u = model.lik.log_lik_rows(_tile_rows(xp, x, zu.shape[0]), g, rng=rng, noise=nz, batch=x.shape[0])
     cw = xp.repeat(xp.asarray(c[used] / bc, dtype=ll_u.dtype), bc)  # c_k / Bc per row
     model.generator.backward(model.lik.backward_rows(-cw), need_dh=False)
     w_top = xp.full(bc, 1.0 / bc, dtype=ll_u.dtype)
@@ -163,30 +171,40 @@ def thermo_loss_and_grad(model: KAEM, x: Any, z: Any, temps: Any, rule: str = "l
 
 # ----------------------------------------------------------------------------- steps
 
-def _nanmean(xp: Any, a: Any) -> float:
-    a = a[xp.isfinite(a)]
-    return float(a.mean()) if a.size else float("nan")
+# Diagnostics and the adapted steps stay on the device (0-d or (n_rungs,) arrays): the
+# trainer reads them once per log line / epoch, so a step never waits for the device.
+
+def _nanmean(xp: Any, a: Any) -> Any:
+    """Mean of the finite entries of a (0-d; NaN if there are none), fixed shapes."""
+    ok = xp.isfinite(a)
+    n = ok.sum()
+    return xp.where(n > 0, xp.where(ok, a, 0).sum() / xp.maximum(n, 1), xp.nan)
 
 
-def _step_sizes(state: dict | None, n_rungs: int, default: float) -> list[float]:
-    """Per-rung starting step sizes: the adapted ones in ``state`` if they fit, else default."""
+def _step_sizes(xp: Any, state: dict | None, n_rungs: int, default: float, dtype: Any) -> Any:
+    """Per-rung starting step sizes (n_rungs,): the adapted ones in ``state`` (a device array,
+    or a list after a checkpoint restore) if they fit, else ``default``."""
     s = (state or {}).get("step_size")
-    return [float(v) for v in s] if s is not None and len(s) == n_rungs else [default] * n_rungs
+    if s is not None and len(s) == n_rungs:
+        return xp.asarray(s, dtype=dtype)
+    return xp.full(n_rungs, default, dtype=dtype)
 
 
-def _adapted(xp: Any, step_out: Any, n_rungs: int) -> list[float]:
+def _adapted(xp: Any, step_out: Any, n_rungs: int) -> Any:
     """Median of the adapted per-chain steps within each rung (chains are temperature-major):
-    the next call's θ₀. Chains restart from the prior every iteration, so a per-rung value
-    (not per chain) is what carries over; the median resists the doubling search's outliers."""
-    return [float(v) for v in xp.median(step_out.reshape(n_rungs, -1), axis=1)]
+    the next call's θ₀, (n_rungs,). Chains restart from the prior every iteration, so a
+    per-rung value (not per chain) is what carries over; the median resists the doubling
+    search's outliers."""
+    return xp.median(step_out.reshape(n_rungs, -1), axis=1)
 
 
+@fixed_parameters()
 def langevin_step(model: KAEM, x: Any, rng: Any, state: dict | None = None) -> tuple[Any, dict[str, Any]]:
     """One Langevin-MLE gradient evaluation with the model's config (ULA, or autoMALA when
     ``POST_LANGEVIN.use_autoMALA``); fills ``model.gradients()``.
 
     ``state`` (a dict, updated in place) carries autoMALA's adapted step size θ₀ from one
-    training iteration to the next (``state["step_size"]``, a one-element list).
+    training iteration to the next (``state["step_size"]``, a one-element device array).
     Returns the loss and diagnostics: "z" (B, Q, P) final chains, "w" (1, B) their weights
     (1/B), "accept" (mean autoMALA acceptance probability; NaN for ULA), "step" (ULA η, or
     autoMALA's mean accepted leapfrog step θ), "swap" (NaN: no ladder).
@@ -200,12 +218,12 @@ def langevin_step(model: KAEM, x: Any, rng: Any, state: dict | None = None) -> t
     target = KAEMPosterior(model, x)
     diag: dict[str, Any] = {"swap": float("nan")}
     if pl["use_autoMALA"]:
-        theta0 = _step_sizes(state, 1, pl["initial_step_size"])[0]
+        theta0 = _step_sizes(xp, state, 1, pl["initial_step_size"], z0.dtype)[0]
         z, info = automala(target, z0, 1.0, theta0, pl["iters"], rng, n_unadjusted=pl["N_unadjusted"],
                            bounds=tuple(pl["step_size_bounds"]), eta_changerate=pl["autoMALA_η_changerate"])
         if state is not None:
             state["step_size"] = _adapted(xp, info.step_size_out, 1)
-        diag["accept"], diag["step"] = _nanmean(xp, info.acceptance_rate), float(info.mean_step.mean())
+        diag["accept"], diag["step"] = _nanmean(xp, info.acceptance_rate), info.mean_step.mean()
     else:
         z = ula(target, z0, 1.0, pl["initial_step_size"], pl["iters"], rng)
         diag["accept"], diag["step"] = float("nan"), float(pl["initial_step_size"])
@@ -217,12 +235,13 @@ def langevin_step(model: KAEM, x: Any, rng: Any, state: dict | None = None) -> t
 ula_step = langevin_step  # the name used in the issue; autoMALA is selected by the config
 
 
+@fixed_parameters()
 def thermo_step(model: KAEM, x: Any, rng: Any, iteration: int = 0, n_updates: int = 1,
                 state: dict | None = None) -> tuple[Any, dict[str, Any]]:
     """One thermodynamic-integration gradient evaluation; fills ``model.gradients()``.
 
     ``iteration``/``n_updates`` place the ladder exponent p on its schedule; ``state``
-    carries autoMALA's per-rung adapted θ₀ (``state["step_size"]``, N_t floats).
+    carries autoMALA's per-rung adapted θ₀ (``state["step_size"]``, (N_t,) on the device).
     Returns the loss and diagnostics: "z" (B, Q, P) the t = 1 chains, "w" (1, B), "accept"
     (autoMALA, NaN for ULA), "step", "swap" (replica-exchange acceptance rate), "p".
     """
@@ -237,7 +256,7 @@ def thermo_step(model: KAEM, x: Any, rng: Any, iteration: int = 0, n_updates: in
     target = KAEMPosterior(model, x)
     diag: dict[str, Any] = {"p": p}
     if pl["use_autoMALA"]:
-        theta0 = xp.repeat(xp.asarray(_step_sizes(state, n_t, pl["initial_step_size"]), dtype=z_all.dtype), B)
+        theta0 = xp.repeat(_step_sizes(xp, state, n_t, pl["initial_step_size"], z_all.dtype), B)
         zc, _, info = thermo_sample(
             target, z_all[B:], temps[1:], ti["N_langevin_per_temp"], theta0, rng,
             exchange_every=ti["replica_exchange_frequency"], sampler="automala",
@@ -246,13 +265,13 @@ def thermo_step(model: KAEM, x: Any, rng: Any, iteration: int = 0, n_updates: in
         am = info["automala"]
         if state is not None:
             state["step_size"] = _adapted(xp, am.step_size_out, n_t)
-        diag["accept"], diag["step"] = _nanmean(xp, am.acceptance_rate), float(am.mean_step.mean())
+        diag["accept"], diag["step"] = _nanmean(xp, am.acceptance_rate), am.mean_step.mean()
     else:
         zc, _, info = thermo_sample(target, z_all[B:], temps[1:], ti["N_langevin_per_temp"],
                                     pl["initial_step_size"], rng,
                                     exchange_every=ti["replica_exchange_frequency"], sampler="ula")
         diag["accept"], diag["step"] = float("nan"), float(pl["initial_step_size"])
-    diag["swap"] = float(info["swap_rate"])
+    diag["swap"] = info["swap_rate"]
     z = z_all.reshape((n_t + 1, B) + z_all.shape[1:]).copy()
     z[1:] = zc.reshape((n_t, B) + zc.shape[1:])
     loss, _ = thermo_loss_and_grad(model, x, z, temps, ti["integration_rule"],

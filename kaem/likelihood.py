@@ -6,17 +6,39 @@ g = G(h) the generator's pre-activation, ξ ~ N(0, I), σ = ``generator_variance
 standard deviation, as the reference does) and σ_n = ``generator_noise``. Training drops
 the constant; held-out evaluation keeps it and uses no injection noise, so its numbers
 are true log densities of the model N(x; out_act(g), σ² I).
+
+Who shares an injection-noise draw (``GeneratorModel.noise_sharing``):
+
+* ``pair`` (the reference's): ξ_bs drawn for every (datum b, latent sample s); the
+  importance-sampling likelihood then makes one pass over a (B, S, D) tensor.
+* ``sample``: ξ_s drawn per latent sample and shared by the whole batch, exactly as z_s
+  already is, so the proposal of importance sampling is the pair (z_s, ξ_s). With
+  y_s = out_act(g_s + σ_n ξ_s) of shape (S, D) the likelihood and its gradient are matrix
+  products:
+
+      ‖x_b − y_s‖² = ‖x_b‖² − 2 x_b·y_s + ‖y_s‖²,
+      ∂L/∂g_s = ( Σ_b dll[b,s] x_b − y_s Σ_b dll[b,s] ) ⊙ out_act'(y_s) / σ².
+
+  Every single ll[b, s] has the same law in both modes; only the correlation between the
+  data of a batch changes. For Langevin chains (paired rows, chain i = r·B + b for datum
+  b) ``sample`` shares ξ_r across the batch, and ``pair`` draws one per chain.
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import numpy as np
+
 from .activations import sigmoid
 from .backend import array_module
 from .numerics import standard_normal_
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "tanh", "none")
+NOISE_SHARING = ("pair", "sample")
+# pair mode works through its (S, B, D) tensor in blocks of whole s-slices of about this
+# many elements, so that the dozen elementwise passes of a block run in cache (CPU)
+BLOCK_ELEMENTS = 1 << 18
 
 
 def apply_output_activation(name: str, a: Any, out: Any = None) -> Any:
@@ -48,72 +70,135 @@ def output_activation_grad(name: str, y: Any) -> Any:
     return array_module(y).ones_like(y)
 
 
+def _times_output_grad_(name: str, y: Any, r: Any) -> Any:
+    """y := r ⊙ out_act'(y) in place (r is used as scratch)."""
+    xp = array_module(y)
+    if name == "sigmoid":
+        r *= y
+        xp.subtract(1, y, out=y)
+    elif name == "tanh":
+        y *= y
+        xp.subtract(1, y, out=y)
+    else:
+        y[...] = 1
+    y *= r
+    return y
+
+
+def squared_distances(x: Any, y: Any) -> Any:
+    """‖x_b − y_s‖² for all pairs as one matrix product; x (B, D), y (S, D) -> (B, S).
+
+    Both sides are centred on the mean of y first (the distances do not change), which
+    keeps the cancellation in ‖x‖² − 2x·y + ‖y‖² small in float32."""
+    c = y.mean(axis=0)
+    xc, yc = x - c, y - c
+    return (xc * xc).sum(1)[:, None] - 2 * (xc @ yc.T) + (yc * yc).sum(1)[None, :]
+
+
 class GaussianLikelihood:
     """log p(x|z) for every (datum, latent) pair or for paired (chain, datum) rows."""
 
-    def __init__(self, sigma: float, noise: float, out_act: str = "sigmoid") -> None:
+    def __init__(self, sigma: float, noise: float, out_act: str = "sigmoid", sharing: str = "pair") -> None:
         if out_act not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"unknown output_activation {out_act!r}; valid: {', '.join(OUTPUT_ACTIVATIONS)}")
-        self.sigma, self.noise, self.out_act = float(sigma), float(noise), out_act
-        self._buf: Any = None  # (B, S, D) residuals, reused across iterations
+        if sharing not in NOISE_SHARING:
+            raise ValueError(f"unknown noise_sharing {sharing!r}; valid: {', '.join(NOISE_SHARING)}")
+        self.sigma, self.noise, self.out_act, self.sharing = float(sigma), float(noise), out_act, sharing
+        self._buf: Any = None  # (S, B, D) pair-mode gradient factors, reused across iterations
+        self._pairs: tuple = ()
 
     def log_norm_const(self, D: int) -> float:
         """The dropped constant − D/2 · log(2π σ²)."""
         return -0.5 * D * math.log(2 * math.pi * self.sigma ** 2)
 
-    def _residual_buffer(self, xp: Any, shape: tuple, dtype: Any) -> Any:
-        if self._buf is None or self._buf.shape != shape or self._buf.dtype != dtype:
-            self._buf = xp.empty(shape, dtype=dtype)
-        return self._buf
+    def _noisy_output(self, g: Any, rng: Any, noise: Any) -> Any:
+        """y = out_act(g + σ_n ξ) with ξ given (``noise``, broadcastable to g) or drawn with
+        g's shape from ``rng``."""
+        if self.noise > 0:
+            xi = noise if noise is not None else standard_normal_(rng, array_module(g).empty_like(g))
+            g = g + self.noise * xi
+        return apply_output_activation(self.out_act, g)
 
     # ---- all pairs: importance sampling --------------------------------------------------
     def log_lik_pairs(self, x: Any, g: Any, rng: Any = None, noise: Any = None) -> Any:
-        """ll[b, s] = log p(x_b | z_s) with independent injection noise per (b, s).
+        """ll[b, s] = log p(x_b | z_s) for every datum and latent sample, constant dropped.
 
-        x: (B, D) data; g: (S, D) pre-activations; noise: (B, S, D) standard normals to use
-        (tests), else drawn from ``rng``. Returns (B, S). Keeps the residual x − y in a
-        reused (B, S, D) buffer for ``backward_pairs``.
+        x: (B, D) data; g: (S, D) pre-activations. Injection noise from ``rng``, or given
+        as ``noise``: (B, S, D) standard normals for ``pair`` sharing, (S, D) for ``sample``.
+        Returns (B, S) and keeps what ``backward_pairs`` needs.
         """
+        if self.sharing == "sample" or self.noise == 0:
+            y = self._noisy_output(g, rng, noise)  # (S, D)
+            self._pairs = ("sample", x, y)
+            return squared_distances(x, y) * (-0.5 / self.sigma ** 2)
+        return self._log_lik_pairs_independent(x, g, rng, noise)
+
+    def _log_lik_pairs_independent(self, x: Any, g: Any, rng: Any, noise: Any) -> Any:
+        """``pair`` sharing: one pass over the (S, B, D) tensor in cache-sized blocks of
+        whole s-slices; each block draws its noise, forms y and r = x − y, reduces ‖r‖², and
+        leaves ∂ll/∂g = r ⊙ out_act'(y)/σ² (per pair) in the reused buffer."""
         xp = array_module(g)
-        r = self._residual_buffer(xp, (x.shape[0], g.shape[0], g.shape[1]), g.dtype)
-        if self.noise > 0:
+        (S, D), B = g.shape, x.shape[0]
+        shape = (S, B, D)
+        if self._buf is None or self._buf.shape != shape or self._buf.dtype != g.dtype:
+            self._buf = xp.empty(shape, dtype=g.dtype)
+        buf = self._buf
+        k = S if xp is not np else max(1, min(S, BLOCK_ELEMENTS // (B * D)))
+        r = xp.empty((k, B, D), dtype=g.dtype)
+        sq = xp.empty((S, B), dtype=g.dtype)
+        inv = 1.0 / self.sigma ** 2
+        for s0 in range(0, S, k):  # blocks of s-slices sized for the cache, not one per sample
+            s1 = min(S, s0 + k)
+            a, rb = buf[s0:s1], r[:s1 - s0]
             if noise is None:
-                standard_normal_(rng, r)
+                standard_normal_(rng, a)
             else:
-                r[...] = noise
-            r *= self.noise
-            r += g[None]
-        else:
-            r[...] = g[None]
-        apply_output_activation(self.out_act, r, out=r)  # r = y
-        xp.subtract(x[:, None, :], r, out=r)  # r = x − y
-        self._x = x
-        return xp.einsum("bsd,bsd->bs", r, r) * (-0.5 / self.sigma ** 2)
+                a[...] = noise[:, s0:s1].transpose(1, 0, 2)
+            a *= self.noise
+            a += g[s0:s1, None, :]
+            y = apply_output_activation(self.out_act, a, out=a)
+            xp.subtract(x, y, out=rb)
+            sq[s0:s1] = xp.einsum("kbd,kbd->kb", rb, rb)
+            _times_output_grad_(self.out_act, y, rb)
+            a *= inv
+        self._pairs = ("pair",)
+        return sq.T * (-0.5 * inv)
 
     def backward_pairs(self, dll: Any) -> Any:
-        """dll (B, S) = ∂L/∂ll -> ∂L/∂g (S, D).
+        """dll (B, S) = ∂L/∂ll -> ∂L/∂g (S, D), with fixed shapes (no gather of the non-zero
+        weights, which would cost a device sync).
 
-        ∂ll[b,s]/∂g_s = (x_b − y_bs)/σ² · out_act'(y_bs). Only pairs with dll ≠ 0 are
-        gathered: after softmax and resampling most weights are exactly zero, so this is
-        exact and avoids a second full (B, S, D) pass.
+        ``sample``: (dllᵀ x − y ⊙ Σ_b dll[b, :]) ⊙ out_act'(y)/σ², matrix products.
+        ``pair``:   Σ_b dll[b,s] ∂ll[b,s]/∂g_s, one product batched over s with the factors
+        the forward pass left in its buffer.
         """
-        xp = array_module(dll)
-        b, s = xp.nonzero(dll)
-        r = self._buf[b, s]  # (nnz, D)
-        y = self._x[b] - r
-        contrib = r * output_activation_grad(self.out_act, y) * (dll[b, s] / self.sigma ** 2)[:, None]
-        onehot = (s[None, :] == xp.arange(dll.shape[1])[:, None]).astype(contrib.dtype)  # (S, nnz)
-        return onehot @ contrib
+        if self._pairs[0] == "sample":
+            _, x, y = self._pairs
+            dg = dll.T @ x
+            dg -= y * dll.sum(axis=0)[:, None]
+            dg *= output_activation_grad(self.out_act, y)
+            dg *= 1.0 / self.sigma ** 2
+            return dg
+        return (dll.T[:, None, :] @ self._buf)[:, 0, :]
 
     # ---- paired rows: Langevin chains ---------------------------------------------------
-    def log_lik_rows(self, x: Any, g: Any, rng: Any = None, noise: Any = None) -> Any:
-        """ll[n] = log p(x_n | z_n) for paired rows; x, g: (N, D) -> (N,). Caches for backward."""
+    def log_lik_rows(self, x: Any, g: Any, rng: Any = None, noise: Any = None, batch: int | None = None) -> Any:
+        """ll[n] = log p(x_n | z_n) for paired rows; x, g: (N, D) -> (N,). Caches for backward.
+
+        Rows come in groups of ``batch`` (one per datum; default N): with ``sample`` sharing
+        the rows of a group share one ξ, so ``noise`` is (N // batch, D); with ``pair`` every
+        row has its own, (N, D).
+        """
         xp = array_module(g)
-        a = g
-        if self.noise > 0:
-            xi = rng.standard_normal(g.shape, dtype=g.dtype) if noise is None else noise
-            a = g + self.noise * xi
-        y = apply_output_activation(self.out_act, a)
+        N, D = g.shape
+        if self.sharing == "sample" and self.noise > 0:
+            batch = N if batch is None else batch
+            if N % batch:
+                raise ValueError(f"{N} rows are not a whole number of groups of {batch}")
+            if noise is None:
+                noise = standard_normal_(rng, xp.empty((N // batch, D), dtype=g.dtype))
+            noise = xp.broadcast_to(noise[:, None, :], (N // batch, batch, D)).reshape(N, D)
+        y = self._noisy_output(g, rng, noise)
         r = x - y
         self._rows = (r, y)
         return xp.einsum("nd,nd->n", r, r) * (-0.5 / self.sigma ** 2)
@@ -130,5 +215,4 @@ class GaussianLikelihood:
         ‖x − y‖² = ‖x‖² − 2 x·y + ‖y‖² as one matrix product, so S can be in the thousands.
         """
         y = apply_output_activation(self.out_act, g)
-        sq = (x * x).sum(1)[:, None] - 2 * (x @ y.T) + (y * y).sum(1)[None, :]
-        return sq * (-0.5 / self.sigma ** 2) + self.log_norm_const(x.shape[1])
+        return squared_distances(x, y) * (-0.5 / self.sigma ** 2) + self.log_norm_const(x.shape[1])

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from .backend import Backend
 from .config import Config
 from .generators import make_generator
+from .kan import parameters_changed
 from .likelihood import GaussianLikelihood, apply_output_activation
 from .priors import make_prior
 
@@ -39,7 +40,8 @@ class KAEM:
         self.prior = make_prior(cfg, be, rng)
         self.Q = int(self.prior.Q)
         self.generator = make_generator(cfg, be, rng, self.Q, self.data_shape)
-        self.lik = GaussianLikelihood(g["generator_variance"], g["generator_noise"], g["output_activation"])
+        self.lik = GaussianLikelihood(g["generator_variance"], g["generator_noise"], g["output_activation"],
+                                      g["noise_sharing"])
 
     # ---- flat views for the optimiser and checkpoints ------------------------------------
     def _components(self) -> tuple[tuple[str, Any], ...]:
@@ -72,6 +74,7 @@ class KAEM:
                 if tuple(arr.shape) != tuple(theirs[k].shape):
                     raise ValueError(f"{kind} {k}: stored shape {tuple(theirs[k].shape)}, model expects {tuple(arr.shape)}")
                 arr[...] = self.be.asarray(theirs[k], dtype=arr.dtype)
+        parameters_changed()
 
     # ---- sampling ---------------------------------------------------------------------
     def sample_prior(self, n: int, rng: Any) -> Any:

@@ -25,7 +25,7 @@ def softmax(a: Any, axis: int = -1) -> Any:
 def rowwise_searchsorted(cdf: Any, u: Any, side: str = "right") -> Any:
     """For each row r, indices j with cdf[r, j-1] <= u[r, n] < cdf[r, j] (``side='right'``).
 
-    cdf: (R, M) non-decreasing rows with values in [0, 1]; u: (R, n) in [0, 1].
+    cdf: (R, M) non-decreasing rows; u: (R, n); all values in [0, 2).
     One flat ``searchsorted`` instead of a loop over rows: row r is shifted by 2r so the
     rows do not overlap. Done in float64 so the shift costs no resolution.
     """
@@ -72,18 +72,32 @@ def standard_normal_(rng: Any, out: Any) -> Any:
     r *= -2
     xp.sqrt(r, out=r)
     th *= 2 * math.pi
-    flat[:half] = xp.cos(th[:half]) * r
-    flat[half:] = xp.sin(th[:n - half]) * r[:n - half]
+    xp.cos(th, out=flat[:half])
+    flat[:half] *= r
+    xp.sin(th[:n - half], out=flat[half:])
+    flat[half:] *= r[:n - half]
     return out
 
 
 def lstsq_batched(A: Any, y: Any) -> Any:
-    """Minimum-norm least squares per batch entry: argmin_c ‖A c − y‖² for A (n, N, nb) and
-    y (n, N, k) -> (n, nb, k), through a batched SVD (no normal equations: overlapping RBF
-    or RSWAF bases are ill-conditioned, and squaring the condition number costs digits).
-    Singular values below eps·max(N, nb)·s_max are dropped, as numpy.linalg.lstsq does."""
+    """Least squares per batch entry, argmin_c ‖A c − y‖² + λ‖c‖², for A (n, N, nb) and
+    y (n, N, k) -> (n, nb, k): one batched solve of the normal equations
+
+        (AᵀA + λ I) c = Aᵀy,    λ = (eps · max(N, nb))² · tr(AᵀA)   (per entry),
+
+    in float64, eps that of A's dtype. One call for a whole layer on every device (cupy's
+    batched SVD is only fast up to 32×32 and otherwise runs one SVD per function). λ plays
+    the part of numpy.linalg.lstsq's cutoff of singular values below eps·max(N, nb)·s_max:
+    directions the data cannot resolve at A's precision are damped instead of fitted to
+    rounding noise (float32 designs from overlapping RBF/RSWAF bases have them), a basis
+    function no sample reaches (a zero column) gets coefficient 0, and float64 keeps the
+    squared condition number of the normal equations harmless."""
     xp = array_module(A)
-    U, s, Vt = xp.linalg.svd(A, full_matrices=False)  # (n, N, r), (n, r), (n, r, nb)
-    cutoff = xp.finfo(A.dtype).eps * max(A.shape[1:]) * s[:, :1]
-    s_inv = xp.where(s > cutoff, 1.0 / xp.where(s > cutoff, s, 1.0), 0.0)
-    return Vt.transpose(0, 2, 1) @ (s_inv[:, :, None] * (U.transpose(0, 2, 1) @ y))
+    A64, y64 = A.astype(xp.float64), y.astype(xp.float64)
+    At = A64.transpose(0, 2, 1)
+    G = At @ A64  # (n, nb, nb)
+    nb = G.shape[-1]
+    rel = (xp.finfo(A.dtype).eps * max(A.shape[1:])) ** 2
+    lam = xp.maximum(rel * xp.trace(G, axis1=1, axis2=2), xp.finfo(xp.float64).tiny)
+    G += lam[:, None, None] * xp.eye(nb, dtype=xp.float64)
+    return xp.linalg.solve(G, At @ y64).astype(A.dtype)

@@ -2,7 +2,9 @@
 
 All functions work on R rows of S weights at once (one row per datum), with no loop over
 rows or samples. A resampler returns integer counts (R, S) with Σ_s counts[r, s] = S and
-E[counts[r, s]] = S · w[r, s].
+E[counts[r, s]] = S · w[r, s]. Every array has a fixed shape (no bincount, no nonzero), so
+nothing waits for the device: counts come from sorted uniforms and the row CDFs by one
+searchsorted, counts[r, s] = #{i : cdf[r, s−1] ≤ u[r, i] < cdf[r, s]}.
 """
 from __future__ import annotations
 
@@ -17,40 +19,54 @@ def ess(w: Any) -> Any:
     return 1.0 / (w * w).sum(axis=1)
 
 
-def _counts_from_indices(idx: Any, S: int) -> Any:
-    """idx (R, n) in [0, S) -> counts (R, S) by one flat bincount."""
-    xp = array_module(idx)
-    R = idx.shape[0]
-    flat = (idx + S * xp.arange(R)[:, None]).ravel()
-    return xp.bincount(flat, minlength=R * S).reshape(R, S)
+_UNUSED = 1.75  # a uniform that no bin counts (the last bin ends at 1.5; all values stay < 2)
+
+
+def _cdf(w: Any) -> Any:
+    xp = array_module(w)
+    cdf = xp.cumsum(w, axis=1)
+    cdf /= cdf[:, -1:]
+    return cdf
+
+
+def _counts(w: Any, u: Any) -> Any:
+    """Counts (R, S) of the sorted points u (R, n) (values in [0, 1), or ``_UNUSED``) in the
+    bins of the row CDFs of w (R, S): bin s is [cdf_{s−1}, cdf_s), the last bin reaches 1.5
+    so that rounding of the CDF's end loses no point."""
+    xp = array_module(w)
+    edges = _cdf(w)
+    edges[:, -1] = 1.5
+    below = rowwise_searchsorted(u, edges, side="left")  # #{i : u_i < cdf_s}, (R, S)
+    return xp.diff(below, axis=1, prepend=0)
 
 
 def _inverse_cdf(w: Any, u: Any) -> Any:
     """Indices of the points u (R, n) under the row CDFs of w (R, S)."""
     xp = array_module(w)
-    cdf = xp.cumsum(w, axis=1)
-    cdf /= cdf[:, -1:]
-    return xp.clip(rowwise_searchsorted(cdf, u, side="right"), 0, w.shape[1] - 1)
+    return xp.clip(rowwise_searchsorted(_cdf(w), u, side="right"), 0, w.shape[1] - 1)
+
+
+def _systematic_points(w: Any, n: int, rng: Any) -> Any:
+    """u_i = (U + i)/n, i = 0..n-1, one U per row: (R, n), sorted."""
+    xp = array_module(w)
+    return (rng.random((w.shape[0], 1)) + xp.arange(n)[None, :]) / n
 
 
 def systematic_indices(w: Any, n: int, rng: Any) -> Any:
     """n indices per row drawn systematically: u_i = (U + i)/n, i = 0..n-1; -> (R, n)."""
-    xp = array_module(w)
-    u = (rng.random((w.shape[0], 1)) + xp.arange(n)[None, :]) / n
-    return _inverse_cdf(w, u)
+    return _inverse_cdf(w, _systematic_points(w, n, rng))
 
 
 def systematic(w: Any, rng: Any) -> Any:
     """One uniform per row: u_i = (U + i)/S, i = 0..S-1."""
-    return _counts_from_indices(systematic_indices(w, w.shape[1], rng), w.shape[1])
+    return _counts(w, _systematic_points(w, w.shape[1], rng))
 
 
 def stratified(w: Any, rng: Any) -> Any:
-    """One uniform per stratum: u_i = (U_i + i)/S."""
+    """One uniform per stratum: u_i = (U_i + i)/S (sorted by construction)."""
     xp = array_module(w)
     R, S = w.shape
-    u = (rng.random((R, S)) + xp.arange(S)[None, :]) / S
-    return _counts_from_indices(_inverse_cdf(w, u), S)
+    return _counts(w, (rng.random((R, S)) + xp.arange(S)[None, :]) / S)
 
 
 def residual(w: Any, rng: Any) -> Any:
@@ -63,11 +79,9 @@ def residual(w: Any, rng: Any) -> Any:
     n_rest = S - base.sum(axis=1).astype(xp.int64)  # (R,), 0 <= n_rest < S
     total = rest.sum(axis=1, keepdims=True)
     rest = xp.where(total > 0, rest, 1.0)  # rows with no remainder draw nothing below
-    idx = _inverse_cdf(rest, rng.random((R, S)))
     keep = xp.arange(S)[None, :] < n_rest[:, None]  # use the first n_rest draws of each row
-    extra = _counts_from_indices(xp.where(keep, idx, 0), S)
-    extra[:, 0] -= (~keep).sum(axis=1)  # remove the placeholders counted at index 0
-    return base.astype(xp.int64) + extra
+    u = xp.sort(xp.where(keep, rng.random((R, S)), _UNUSED), axis=1)
+    return base.astype(xp.int64) + _counts(rest, u)
 
 
 RESAMPLERS: dict[str, Callable[[Any, Any], Any]] = {

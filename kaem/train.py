@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .backend import Backend
+from .backend import Backend, to_numpy
 from .checkpoint import save_checkpoint
 from .config import config_to_ini
 from .evaluate import evaluate
@@ -40,9 +40,11 @@ DIAG_COLUMNS = {"ess_mean": "ess", "resampled_frac": "resampled", "accept_rate":
 
 
 def _sampler_text(diag: dict[str, Any]) -> str:
-    """Posterior-sampler diagnostics for the progress line ("" in IS mode)."""
-    parts = [f"{name} {diag[key]:.3g}" for name, key in (("acc", "accept"), ("step", "step"), ("swap", "swap"))
-             if isinstance(diag.get(key), float) and math.isfinite(diag[key])]
+    """Posterior-sampler diagnostics for the progress line ("" in IS mode); the values may be
+    device scalars, read here (once per progress line, not per iteration)."""
+    vals = {key: float(to_numpy(diag[key])) for key in ("accept", "step", "swap") if key in diag}
+    parts = [f"{name} {vals[key]:.3g}" for name, key in (("acc", "accept"), ("step", "step"), ("swap", "swap"))
+             if key in vals and math.isfinite(vals[key])]
     return "".join(f"| {p} " for p in parts)
 
 
@@ -111,7 +113,8 @@ class Trainer:
                 "dataset": self.dataset, "data_shape": list(self.model.data_shape),
                 "dtype": np.dtype(self.be.dtype).name, "rng_state": rng_state, "elapsed_s": self.elapsed,
                 "last_grid_update": self.last_grid_update, "mode": self.mode,
-                "sampler_state": self.sampler_state, "data": self.data_info}
+                "sampler_state": {k: to_numpy(v).tolist() for k, v in self.sampler_state.items()},
+                "data": self.data_info}
 
     def save(self, path: str) -> None:
         save_checkpoint(path, self.model.parameters(), self.model.buffers(), self.opt.state_dict(),
@@ -145,7 +148,7 @@ class Trainer:
         """One device->host sync per iteration: the loss and the sum of all gradients."""
         xp = self.be.xp
         total = sum(g.sum() for g in self.model.gradients().values())
-        loss_f, total_f = (float(v) for v in xp.stack([loss, total.astype(loss.dtype)]))
+        loss_f, total_f = to_numpy(xp.stack([loss, total.astype(loss.dtype)])).tolist()
         if not (math.isfinite(loss_f) and math.isfinite(total_f)):
             path = os.path.join(self.out_dir, "last_good.npz")
             self.save(path)

@@ -11,9 +11,13 @@ One iteration for every chain at once (chains on the leading axis, shapes (N, *l
    step of size θ (one leapfrog step = one MALA step). With θ = θ₀·2^j:
    ℓ(θ₀) < log a (or not finite): halve until ℓ > log a, return that j < 0;
    ℓ(θ₀) > log b: double until ℓ < log b (or not finite), return the last j before that;
-   otherwise j = 0.  At most ``max_rounds`` doublings/halvings, all chains in lock step
-   with masks (a chain that hits the cap returns its last probe: still a deterministic
-   function of (z, p, a, b, θ₀, s), which is all the reversibility argument needs);
+   otherwise j = 0.  Exactly ``max_rounds`` rounds of doubling/halving, all chains in
+   lock step with masks (a chain that is done keeps its result; one that hits the cap
+   returns its last probe: still a deterministic function of (z, p, a, b, θ₀, s), which
+   is all the reversibility argument needs). The number of rounds is fixed so that no
+   round has to ask the device whether any chain is still searching (a sync per round);
+   with hundreds of chains some chain nearly always needs several rounds, so a fixed
+   count of ``MAX_ROUNDS`` = 5 costs about what the data-dependent loop did;
 3. propose (z', p') = leapfrog(z, p, θ₀·2^j); run the search again from (z', −p') and
    accept with probability min(1, e^ℓ) only if it returns the same j (else reject).
    The map (z, p) → (z', −p') is then an involution on the accepted set, so the move
@@ -57,6 +61,7 @@ from kaem.samplers.target import Array, Evaluation, Target, evaluate, expand, pe
 
 TARGET_ACCEPTANCE = 0.574
 MASS_OPTIONS = ("identity", "std", "blend")
+MAX_ROUNDS = 5  # doublings/halvings per step search: θ₀·2^±5 reachable in one step
 
 
 class Proposal(NamedTuple):
@@ -178,14 +183,14 @@ def select_step(
     log_b: Array,
     theta0: Array,
     s: Array,
-    max_rounds: int = 20,
+    max_rounds: int = MAX_ROUNDS,
 ) -> tuple[Array, Proposal, int]:
     """The autoMALA step-size search μ(z, p, a, b, θ₀), vectorised over chains.
 
     Returns:
         j: (N,) exponents (float, integer valued) of the chosen step θ₀·2^j;
         the leapfrog proposal at that step;
-        the number of population-wide target evaluations (1 + rounds).
+        the number of population-wide target evaluations (1 + max_rounds).
     """
     xp = array_module(z)
     logp, grad = ev.tempered(t)
@@ -202,9 +207,7 @@ def select_step(
     active = grow | shrink
     n_evals = 1
     cand = best
-    for _ in range(max_rounds):
-        if not bool(active.any()):
-            break
+    for _ in range(max_rounds):  # fixed count: chains that are done are masked, not awaited
         k = k + direction * active
         cand = probe(k)
         n_evals += 1
@@ -253,7 +256,7 @@ def automala_step(
     s: Array,
     rng: Any,
     adjusted: bool = True,
-    max_rounds: int = 20,
+    max_rounds: int = MAX_ROUNDS,
 ) -> tuple[Array, Evaluation, dict]:
     """One autoMALA iteration for all chains; returns z, its evaluation, step statistics."""
     xp = array_module(z)
@@ -296,7 +299,7 @@ def automala_run(
     n_unadjusted: int = 2,
     mass: str = "identity",
     std: Array | None = None,
-    max_rounds: int = 20,
+    max_rounds: int = MAX_ROUNDS,
     stats: _Stats | None = None,
 ) -> tuple[Array, Evaluation, _Stats]:
     """autoMALA iterations without the end-of-call adaptation (building block for
@@ -360,7 +363,7 @@ def automala(
     eta_changerate: float = 2.0,
     mass: str = "identity",
     std: Array | None = None,
-    max_rounds: int = 20,
+    max_rounds: int = MAX_ROUNDS,
 ) -> tuple[Array, AutoMALAInfo]:
     """Run ``n_steps`` autoMALA iterations on the tempered target (see module docstring).
 

@@ -9,6 +9,10 @@ flattened as chain index i = k·B + b (temperature-major), i.e. ``z.reshape(K, B
 Replica exchange swaps chain (k, b) with (k+1, b), so both must target the same datum:
 with a target that maps chain i to datum i % B_data (as
 :class:`~kaem.samplers.gaussian.LinearGaussianTarget` does) B must be a multiple of B_data.
+
+Nothing here waits for the device: the random pair k stays a device integer, the swap is a
+gather with a per-rung permutation built from masks, and the swap statistics are device
+counters (read once, by whoever logs them).
 """
 from __future__ import annotations
 
@@ -44,19 +48,23 @@ def p_schedule(i: int, n_updates: int, p_start: float, p_end: float, num_cycles:
     return p_start + (p_end - p_start) * 0.5 * (1.0 - math.cos(phase))
 
 
-def _swap_rows(a: Array, k: int, accepted: Array) -> Array:
-    """Copy of a (K, B, ...) with rows k and k+1 exchanged where accepted (B,)."""
+def _swap_rows(a: Array, k: Any, accepted: Array) -> Array:
+    """Copy of a (K, B, ...) with rows k and k+1 exchanged where accepted (B,); k may be a
+    0-d device integer. One gather: source rung r + [r = k]·acc − [r = k+1]·acc."""
     xp = array_module(a)
-    m = accepted.reshape(accepted.shape + (1,) * (a.ndim - 2))
-    out = a.copy()
-    out[k] = xp.where(m, a[k + 1], a[k])
-    out[k + 1] = xp.where(m, a[k], a[k + 1])
-    return out
+    K, B = a.shape[:2]
+    r = xp.arange(K)[:, None]
+    acc = accepted[None, :].astype(r.dtype)
+    src = r + (r == k) * acc - (r == k + 1) * acc  # (K, B)
+    return a[src, xp.arange(B)[None, :]]
 
 
-def exchange_log_ratio(ll: Array, temps: Any, k: int) -> Array:
-    """log acceptance of swapping rungs k, k+1: (t_{k+1} − t_k)(ll_k − ll_{k+1}), (B,)."""
-    return (float(temps[k + 1]) - float(temps[k])) * (ll[k] - ll[k + 1])
+def exchange_log_ratio(ll: Array, temps: Any, k: Any) -> Array:
+    """log acceptance of swapping rungs k, k+1: (t_{k+1} − t_k)(ll_k − ll_{k+1}), (B,);
+    temps (K,) on the host or the device, k an int or a 0-d device integer."""
+    xp = array_module(ll)
+    t = xp.asarray(temps, dtype=ll.dtype)
+    return (t[k + 1] - t[k]) * (ll[k] - ll[k + 1])
 
 
 def replica_exchange(
@@ -73,19 +81,21 @@ def replica_exchange(
         rng: numpy/cupy ``Generator``.
 
     Returns:
-        new z and ll (copies), the pair index k, accepted (B,) bool.
+        new z and ll (copies), the pair index k (a 0-d integer array on the device of ll,
+        so that nothing waits for it), accepted (B,) bool.
     """
     k, accepted = propose_exchange(ll, temps, rng)
     return _swap_rows(z, k, accepted), _swap_rows(ll, k, accepted), k, accepted
 
 
 def propose_exchange(ll: Array, temps: Any, rng: Any) -> tuple[int, Array]:
-    """The random part of :func:`replica_exchange`: pair k and accepted (B,)."""
+    """The random part of :func:`replica_exchange`: pair k (0-d, on the device) and
+    accepted (B,)."""
     xp = array_module(ll)
     n_temps, n_b = ll.shape
     if n_temps < 2:
-        return 0, xp.zeros(n_b, dtype=bool)
-    k = int(rng.integers(0, n_temps - 1))
+        return xp.zeros((), dtype=xp.int64), xp.zeros(n_b, dtype=bool)
+    k = xp.asarray(rng.integers(0, n_temps - 1))
     log_u = xp.log(rng.random(n_b, dtype=ll.dtype))
     return k, log_u < exchange_log_ratio(ll, temps, k)
 
@@ -115,7 +125,7 @@ def ti_log_evidence(ll: Array, temps: Any, rule: str = "left") -> Array:
     raise ValueError(f"unknown rule {rule!r}; valid: left, trapezoid, right")
 
 
-def _swap_state(z: Array, ev: Evaluation, n_temps: int, k: int, acc: Array):
+def _swap_state(z: Array, ev: Evaluation, n_temps: int, k: Any, acc: Array):
     """Apply accepted swaps of rungs k, k+1 to the flat population and its evaluation."""
     def sw(a: Array) -> Array:
         return _swap_rows(a.reshape((n_temps, -1) + a.shape[1:]), k, acc).reshape(a.shape)
@@ -150,8 +160,9 @@ def thermo_sample(
 
     Returns:
         z (K·B, *latent) final population; ll (K, B) log-likelihood at it; info dict with
-        ``swap_rate`` (accepted / attempted swaps), ``swaps_attempted``, ``swaps_accepted``,
-        ``pair_counts`` (K−1,), and for autoMALA ``automala`` (an AutoMALAInfo).
+        ``swap_rate`` (accepted / attempted swaps, 0-d), ``swaps_attempted`` (int),
+        ``swaps_accepted`` (0-d), ``pair_counts`` (K−1,), and for autoMALA ``automala`` (an
+        AutoMALAInfo). The statistics are device arrays: reading them is the caller's sync.
     """
     xp = array_module(z)
     t_k = xp.asarray(temps, dtype=z.dtype)
@@ -161,7 +172,6 @@ def thermo_sample(
         raise ValueError("z.shape[0] must be a multiple of len(temps)")
     n_b = n_chains // n_temps
     t = xp.repeat(t_k, n_b)
-    temps_host = [float(v) for v in temps]
     ev = evaluate(target, z)
 
     block = exchange_every if exchange_every > 0 else n_steps_per_temp
@@ -177,8 +187,8 @@ def thermo_sample(
     elif sampler != "ula":
         raise ValueError(f"unknown sampler {sampler!r}; valid: ula, automala")
 
-    pair_counts = [0] * max(n_temps - 1, 1)
-    attempted = accepted_total = 0
+    pair_counts = xp.zeros(max(n_temps - 1, 1), dtype=xp.int64)
+    attempted, accepted_total = 0, xp.zeros((), dtype=xp.int64)
     done = 0
     while done < n_steps_per_temp:
         m = min(block, n_steps_per_temp - done)
@@ -191,14 +201,14 @@ def thermo_sample(
             )
         done += m
         if exchange_every > 0 and n_temps > 1 and done % exchange_every == 0:
-            k, acc = propose_exchange(ev.ll.reshape(n_temps, n_b), temps_host, rng)
+            k, acc = propose_exchange(ev.ll.reshape(n_temps, n_b), t_k, rng)
             z, ev = _swap_state(z, ev, n_temps, k, acc)
-            pair_counts[k] += 1
+            pair_counts += xp.arange(pair_counts.shape[0]) == k
             attempted += n_b
-            accepted_total += int(acc.sum())
+            accepted_total = accepted_total + acc.sum()
 
     info: dict = dict(
-        swap_rate=accepted_total / attempted if attempted else float("nan"),
+        swap_rate=accepted_total / attempted if attempted else xp.asarray(float("nan")),
         swaps_attempted=attempted,
         swaps_accepted=accepted_total,
         pair_counts=pair_counts,
