@@ -24,11 +24,13 @@ MODES = {
     "is-systematic": ["GeneratorModel.resampler=systematic"],
     "is-stratified-sample": ["GeneratorModel.resampler=stratified", "GeneratorModel.noise_sharing=sample"],
     "is-exact-logZ": ["TRAINING.contrastive_divergence_training=false"],
+    "is-mlp-generator": ["MLP.use_mlp_lkhood=true"],
     "ula": ["POST_LANGEVIN.use_langevin=true", "POST_LANGEVIN.iters=3"],
     "automala": ["POST_LANGEVIN.use_langevin=true", "POST_LANGEVIN.use_autoMALA=true", "POST_LANGEVIN.iters=3"],
     "thermo-ula": ["THERMODYNAMIC_INTEGRATION.num_temps=3", "THERMODYNAMIC_INTEGRATION.N_langevin_per_temp=3"],
     "thermo-automala": ["THERMODYNAMIC_INTEGRATION.num_temps=3", "THERMODYNAMIC_INTEGRATION.N_langevin_per_temp=3",
                         "POST_LANGEVIN.use_autoMALA=true"],
+    "thermo-mlp-generator": ["THERMODYNAMIC_INTEGRATION.num_temps=3", "MLP.use_mlp_lkhood=true"],
 }
 
 
