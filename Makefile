@@ -5,7 +5,7 @@ RUNS ?= runs
 # RUNS/<dataset in lower case>-<mode>, as the job files' "DATASET MODE" lines
 RUN_NAME = $(shell echo '$(DATASET)' | tr '[:upper:]' '[:lower:]')
 
-.PHONY: help install install-gpu test bench fmnist clean train-vanilla train-thermo train-sequential
+.PHONY: help install install-gpu test bench gpu-check fmnist clean train-vanilla train-thermo train-sequential
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -13,13 +13,14 @@ help:  ## list the targets
 install:  ## install the package (editable) with the test extra
 	$(PYTHON) -m pip install -q -e '.[test]'
 
-install-gpu:  ## install with the CuPy (CUDA 12) extra as well
+install-gpu:  ## install with CuPy and the CUDA 12 libraries it loads (cupy's ctk extra): an NVIDIA driver is all the machine needs
 	$(PYTHON) -m pip install -q -e '.[test,gpu]'
 
 test:  ## run the whole test suite (about 5 minutes on 2 cores)
 	$(PYTHON) -m pytest -q
 
-bench:  ## print benchmark figures as JSON (not a test)
+bench:  ## print benchmark figures as JSON (not a test); targets.py prints issue 11's targets
+	$(PYTHON) bench/targets.py
 	$(PYTHON) bench/train_step.py
 	$(PYTHON) bench/bases.py
 	$(PYTHON) bench/samplers.py
@@ -35,6 +36,14 @@ train-thermo:  ## thermodynamic integration: make train-thermo DATASET=FMNIST [A
 train-sequential:  ## run a job file one line after the other: make train-sequential CONFIG=jobs.txt
 	@test -n "$(CONFIG)" || { echo "error: give the job file: make train-sequential CONFIG=jobs.txt" >&2; exit 2; }
 	$(PYTHON) cli.py jobs $(CONFIG) $(ARGS)
+
+gpu-check:  ## on a machine with cupy and a GPU (no network): CPU-vs-GPU parity tests, then the benches on the GPU
+	KAEM_TEST_DEVICE=gpu PYTHONPATH=. $(PYTHON) -m pytest -q tests/test_gpu.py
+	PYTHONPATH=. $(PYTHON) bench/targets.py --device gpu
+	PYTHONPATH=. $(PYTHON) bench/train_step.py --device gpu
+	PYTHONPATH=. $(PYTHON) bench/bases.py --device gpu
+	PYTHONPATH=. $(PYTHON) bench/samplers.py --device gpu --out runs/bench-gpu
+	PYTHONPATH=. $(PYTHON) bench/generators.py --device gpu
 
 fmnist:  ## install Debian's real Fashion-MNIST (needs root and apt)
 	apt-get install -y dataset-fashion-mnist

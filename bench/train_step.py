@@ -36,8 +36,9 @@ def matmul_peak(be, n: int = 2048) -> float:
 
 def iteration_flops(model: KAEM, B: int, S: int) -> float:
     """Multiply-adds ×2 of the iteration's matrix work (forward + backward ≈ 3× forward):
-    KAN generator layers on S latents, the prior's pointwise functions on 2S samples,
-    the (B, S, D) likelihood and its sparse backward excluded (elementwise, memory bound)."""
+    KAN generator layers on S latents, the prior's pointwise functions on 2S samples, and
+    the likelihood's two (B, S, D) contractions (x·yᵀ and its backward with noise_sharing
+    = sample; the batched backward product with pair, whose elementwise pass is excluded)."""
     fl = 0.0
     for layer in model.generator.layers:
         nb = layer.basis.n_basis()
@@ -45,6 +46,7 @@ def iteration_flops(model: KAEM, B: int, S: int) -> float:
     nb = model.prior.layer.basis.n_basis()
     K = model.prior.quadrature()[0].shape[0]
     fl += 3 * 2 * (2 * S) * model.Q * model.prior.P * (nb + 1) + 2 * K * model.Q * model.prior.P * nb
+    fl += (2 if model.lik.sharing == "sample" else 1) * 2 * B * S * model.D
     return fl
 
 

@@ -67,6 +67,10 @@ class Basis(ABC):
         dtau = (dB * Bt).sum() if need_dtau and Bt is not None else None
         return dx, dtau
 
+    def dtau(self, x: Any, B: Any, grid: Any, tau: Any) -> Any:
+        """∂B/∂τ (..., in, nb) at the forward's x, B = evaluate(x)."""
+        return self.evaluate(x, grid, tau, derivs=True)[2]
+
     def value_and_slope(self, z: Any, grid: Any, tau: Any, W: Any) -> tuple[Any, Any]:
         """Σ_g W[o,i,g] B_g(z[n,o,i]) and Σ_g W[o,i,g] B'_g(z[n,o,i]), both (N, out, in), for
         z (N, out, in) and W (out, in, nb): the spline part of the pointwise form and its
@@ -142,6 +146,14 @@ class RBF(Basis):
             P *= u
             dtau = P.sum() / tau
         return dx, dtau
+
+    def dtau(self, x: Any, B: Any, grid: Any, tau: Any) -> Any:
+        """∂B/∂τ = u²·B/τ."""
+        u = self._scaled(x, grid, tau)
+        u *= u
+        u *= B
+        u /= tau
+        return u
 
     def value_and_slope(self, z: Any, grid: Any, tau: Any, W: Any) -> tuple[Any, Any]:
         """One knot at a time on (N, out, in) arrays, never the (N, out, in, nb) tensor:

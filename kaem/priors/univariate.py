@@ -81,7 +81,7 @@ class UnivariatePrior(QuadratureDensities):
 
     def log_unnorm_backward(self, dlogp: Any, need_dz: bool = True) -> Any:
         """dlogp (N,) = ∂L/∂log p̃(z_n) -> ∂L/∂z (N, Q, P); parameter gradients accumulate."""
-        de = self.be.xp.broadcast_to(dlogp[:, None, None], (dlogp.shape[0], self.Q, self.P))
+        de = dlogp[:, None, None]  # the same weight for every (q, p) of a sample: a matrix-vector backward
         return self.log_energy_backward(de, need_dz=need_dz)
 
     def log_prob(self, z: Any) -> Any:
