@@ -25,12 +25,17 @@ MODES = {
     "is-stratified-sample": ["GeneratorModel.resampler=stratified", "GeneratorModel.noise_sharing=sample"],
     "is-exact-logZ": ["TRAINING.contrastive_divergence_training=false"],
     "is-mlp-generator": ["MLP.use_mlp_lkhood=true"],
+    "is-mixture-prior": ["MixtureModel.use_mixture_prior=true", "MixtureModel.train_proportions=true",
+                         "EbmModel.layer_widths=3,4", "GeneratorModel.widths=4,5"],
+    "is-learnable-pi0-trapezium": ["EbmModel.π_0=learnable_gaussian", "EbmModel.quadrature_method=trapezium"],
     "ula": ["POST_LANGEVIN.use_langevin=true", "POST_LANGEVIN.iters=3"],
     "automala": ["POST_LANGEVIN.use_langevin=true", "POST_LANGEVIN.use_autoMALA=true", "POST_LANGEVIN.iters=3"],
     "thermo-ula": ["THERMODYNAMIC_INTEGRATION.num_temps=3", "THERMODYNAMIC_INTEGRATION.N_langevin_per_temp=3"],
     "thermo-automala": ["THERMODYNAMIC_INTEGRATION.num_temps=3", "THERMODYNAMIC_INTEGRATION.N_langevin_per_temp=3",
                         "POST_LANGEVIN.use_autoMALA=true"],
     "thermo-mlp-generator": ["THERMODYNAMIC_INTEGRATION.num_temps=3", "MLP.use_mlp_lkhood=true"],
+    "ula-mixture-prior": ["POST_LANGEVIN.use_langevin=true", "POST_LANGEVIN.iters=3",
+                          "MixtureModel.use_mixture_prior=true"],
 }
 
 
