@@ -26,6 +26,7 @@ bench:  ## print benchmark figures as JSON (not a test); targets.py prints issue
 	$(PYTHON) bench/samplers.py
 	$(PYTHON) bench/generators.py
 	$(PYTHON) bench/priors.py
+	$(PYTHON) bench/guards.py
 
 train-vanilla:  ## train without thermodynamic integration (IS for mnist/fmnist): make train-vanilla DATASET=FMNIST [ARGS="--epochs 2"]
 	$(PYTHON) cli.py train --dataset $(DATASET) --out $(RUNS)/$(RUN_NAME)-vanilla --resume-existing $(ARGS)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -41,14 +43,26 @@ def _lower(text: str) -> str:
     return text.lower()
 
 
+MAX_SAMPLE_IMAGES = 100_000  # sample --n: the PNG grid of more is unreadable anyway
+
+
+def _int_in(lo: int, hi: int) -> Any:
+    """An argparse type: an integer in lo..hi (plausible bounds, like the config's)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {text!r}")
+        return v
+    return parse
+
+
 def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+    from kaem.config import MAX_COUNT
+
+    return _int_in(1, MAX_COUNT)(text)
 
 
 def mode_overrides(mode: str, num_temps: int) -> list[str]:
@@ -73,12 +87,14 @@ def mode_overrides(mode: str, num_temps: int) -> list[str]:
 def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     """The argument parser; raise_errors: bad arguments raise CLIError instead of exiting."""
     from kaem.backend import DEVICES, DTYPES
-    from kaem.config import DATASET_DEFAULTS
+    from kaem.config import DATASET_DEFAULTS, MAX_EVAL_SAMPLES
     from kaem.datasets import DATASETS, darcy
     from kaem.langevin import MODES
 
     p = (_RaisingParser if raise_errors else argparse.ArgumentParser)(
         prog="cli.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true",
+                   help="show the Python traceback of an unexpected error (or set KAEM_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True,
                            metavar="{train,sample,eval,sweep,plot-prior,jobs,plot-log,compare,make-darcy}")
 
@@ -86,7 +102,7 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
         sp.add_argument("--device", choices=DEVICES, default="cpu",
                         help="cpu (numpy), gpu (cupy; needs the [gpu] extra) or auto (default: cpu)")
         if seed:
-            sp.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+            sp.add_argument("--seed", type=_int_in(0, 2 ** 63 - 1), default=0, help="random seed, >= 0 (default: 0)")
 
     def data_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--data-dir", default="data", help="dataset cache folder (default: data)")
@@ -97,7 +113,8 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", default=[], metavar="SECTION.key=value",
                         help="override one config value (repeatable), e.g. --set EbmModel.grid_size=10")
         sp.add_argument("--epochs", type=_positive_int, help="epochs in total (default: TRAINING.N_epochs)")
-        sp.add_argument("--max-iters", type=_positive_int, help="stop after this many iterations in total")
+        sp.add_argument("--max-iters", type=_positive_int,
+                        help="stop after this many iterations in total (schedules still follow --epochs)")
         sp.add_argument("--n-train", type=_positive_int, help="training images used (default: TRAINING.N_train)")
         sp.add_argument("--n-test", type=_positive_int, help="held-out images for the per-epoch evaluation (default: TRAINING.N_test)")
         sp.add_argument("--batch-size", type=_positive_int, help="minibatch size (default: TRAINING.batch_size)")
@@ -113,7 +130,9 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (importance sampling, Langevin or thermodynamic)",
                        description="Train a KAEM by maximum likelihood with importance sampling (default), "
                                    "Langevin posterior sampling (ULA or autoMALA) or thermodynamic integration. "
-                                   "Writes OUT/ckpt.npz (each epoch and at the end) and OUT/log.csv (one row per epoch).")
+                                   "Writes OUT/ckpt.npz (each epoch and at the end) and OUT/log.csv (one row per epoch). "
+                                   "SIGINT/SIGTERM stop after the current iteration with a checkpoint of it (exit "
+                                   "130/143); one trainer at a time may use an --out folder.")
     t.add_argument("--dataset", type=_lower, choices=DATASETS, default=None, help="dataset, any case (default: mnist, or the preset's; from the checkpoint with --resume)")
     t.add_argument("--preset", type=_lower, choices=list(DATASET_DEFAULTS), default=None,
                    help="built-in config defaults (default: the dataset's own); e.g. fmnist-fft = FFT bases, G=50")
@@ -144,7 +163,8 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     run_args(w)
     s = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")
     s.add_argument("--ckpt", required=True, help="checkpoint (.npz) written by train")
-    s.add_argument("--n", type=_positive_int, default=64, help="number of samples (default: 64)")
+    s.add_argument("--n", type=_int_in(1, MAX_SAMPLE_IMAGES), default=64,
+                   help=f"number of samples, at most {MAX_SAMPLE_IMAGES} (default: 64)")
     s.add_argument("--out", default="samples.png", help="PNG path (default: samples.png)")
     s.add_argument("--npy", action="store_true", help="also write the raw array (n, C, H, W) next to the PNG as .npy")
     s.add_argument("--png-dir", metavar="DIR",
@@ -155,7 +175,8 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="held-out log-likelihood and test MSE of a checkpoint")
     e.add_argument("--ckpt", required=True, help="checkpoint (.npz) written by train")
     e.add_argument("--n-test", type=_positive_int, help="test images (default: TRAINING.N_test)")
-    e.add_argument("--samples", type=_positive_int, help="prior samples S (default: TRAINING.eval_importance_samples)")
+    e.add_argument("--samples", type=_int_in(1, MAX_EVAL_SAMPLES),
+                   help=f"prior samples S, at most {MAX_EVAL_SAMPLES} (default: TRAINING.eval_importance_samples)")
     e.add_argument("--json", action="store_true", help="print the result as one JSON object")
     device_args(e)
     data_args(e)
@@ -171,7 +192,7 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     pp.add_argument("--q", type=int, nargs="+", metavar="Q", help="q indices, 0-based (default: the first 8)")
     pp.add_argument("--p", type=int, nargs="+", metavar="P",
                     help="p indices, 0-based (default: the first 5; mixture: every component)")
-    pp.add_argument("--points", type=_positive_int, default=400, help="grid points per curve (default: 400)")
+    pp.add_argument("--points", type=_int_in(2, 100_000), default=400, help="grid points per curve (default: 400)")
     pp.add_argument("--no-pi0", action="store_true", help="leave out the dashed π0 curves")
     device_args(pp, seed=False)
 
@@ -242,12 +263,17 @@ def _load_data(dataset: str, args: Any, n_train: int | None, n_test: int,
 
 
 def cmd_train(args: Any) -> int:
+    """Validate everything (config, checkpoint, data, memory) before writing into --out;
+    then hold the run folder's lock while training, stopping cleanly on SIGINT/SIGTERM."""
     from kaem.backend import get_backend
-    from kaem.checkpoint import load_checkpoint, restore_model
-    from kaem.config import config_from_ini, load_config, preset_dataset
+    from kaem.checkpoint import checkpoint_config, load_checkpoint, restore_model
+    from kaem.config import load_config, preset_dataset
     from kaem.datasets import dataset_info, dataset_shape
     from kaem.langevin import objective_mode
+    from kaem.memory import check_training_memory
     from kaem.model import KAEM
+    from kaem.runlock import RunLock
+    from kaem.signals import StopRequest
     from kaem.train import Trainer
 
     ckpt = None
@@ -255,11 +281,14 @@ def cmd_train(args: Any) -> int:
         if args.config or args.set or args.n_train or args.batch_size or args.dtype or args.preset:
             raise CLIError("--resume continues the stored run: --config, --preset, --set, --n-train, "
                            "--batch-size and --dtype cannot change it (start a new run with --out instead)")
-        ckpt = load_checkpoint(args.resume)
+        ckpt = load_checkpoint(args.resume, for_resume=True)
         dataset = ckpt["meta"]["dataset"]
+        if not dataset:
+            raise CLIError(f"{args.resume} was saved from the Python API without a dataset name; "
+                           "continue it there, or start a new run")
         if args.dataset and args.dataset != dataset:
             raise CLIError(f"--dataset {args.dataset} differs from the checkpoint's dataset {dataset}")
-        cfg = config_from_ini(ckpt["config"])
+        cfg = checkpoint_config(ckpt)
         resize = (ckpt["meta"].get("data") or {}).get("resize")
         if args.resize and args.resize != resize:
             raise CLIError(f"--resize {args.resize} differs from the checkpoint's image size (resize {resize})")
@@ -288,13 +317,16 @@ def cmd_train(args: Any) -> int:
         existing = os.path.join(out, "ckpt.npz")
         if os.path.exists(existing):
             if not getattr(args, "resume_existing", False):
-                raise CLIError(f"{existing} already exists; continue it with --resume {existing} "
-                               "(or --resume-existing) or choose another --out")
+                _refuse_existing_run(out)
             ckpt = _existing_run(existing, cfg, dataset, args.seed)
             args.resume = existing
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CLIError(f"--out {out} exists and is not a folder")
     t = cfg["TRAINING"]
     be = get_backend(args.device, t["dtype"])
-    x_train, x_test = _load_data(dataset, args, t["N_train"], args.n_test or t["N_test"], resize)
+    n_test = args.n_test or t["N_test"]
+    check_training_memory(cfg, dataset_shape(dataset, resize), t["N_train"], n_test, be)
+    x_train, x_test = _load_data(dataset, args, t["N_train"], n_test, resize)
     info = dataset_info(dataset, args.data_dir, resize)
     if ckpt is not None:
         stored = ckpt["meta"].get("data") or {"resize": None}
@@ -306,15 +338,29 @@ def cmd_train(args: Any) -> int:
         seed = args.seed
         model = KAEM(cfg, dataset_shape(dataset, resize), be, seed=seed)
     trainer = Trainer(model, be, x_train, x_test, out, seed=seed, dataset=dataset, data_info=info)
+    epochs = args.epochs or t["N_epochs"]
     if ckpt is not None:
         trainer.restore(ckpt)
-        print(f"resuming {args.resume} at iteration {trainer.iteration} (epoch {trainer.epoch})", file=sys.stderr)
-    epochs = args.epochs or t["N_epochs"]
-    print(f"training KAEM on {dataset}: {x_train.shape[0]} images, batch {trainer.batch}, "
-          f"{trainer.iters_per_epoch} it/epoch, {epochs} epochs, objective {trainer.mode}, device {be.device}, "
-          f"{sum(int(p.size) for p in model.parameters().values())} parameters -> {out}", file=sys.stderr)
+        epochs = args.epochs or trainer.planned_epochs or epochs
     args.result = {"run_dir": out}  # for a job file's summary
-    trainer.run(epochs, args.max_iters, log_every=args.log_every)
+    with RunLock(out) as lock:  # the first write into --out
+        if ckpt is None:
+            _refuse_existing_run(out)  # again, now that no other trainer can start one
+        else:
+            print(f"resuming {args.resume} at iteration {trainer.iteration} (epoch {trainer.epoch})", file=sys.stderr)
+            if trainer.planned_epochs and epochs != trainer.planned_epochs:
+                print(f"note: --epochs {epochs} changes the run's planned length from {trainer.planned_epochs} "
+                      "epochs; schedules follow the new length from here on", file=sys.stderr)
+        if lock.taken_over:
+            print(f"note: took over {lock.path} left by pid {lock.taken_over}, which is no longer running",
+                  file=sys.stderr)
+        if lock.removed:
+            print(f"note: removed {len(lock.removed)} temporary file(s) left by an interrupted run", file=sys.stderr)
+        print(f"training KAEM on {dataset}: {x_train.shape[0]} images, batch {trainer.batch}, "
+              f"{trainer.iters_per_epoch} it/epoch, {epochs} epochs, objective {trainer.mode}, device {be.device}, "
+              f"{sum(int(p.size) for p in model.parameters().values())} parameters -> {out}", file=sys.stderr)
+        with StopRequest() as stop:
+            trainer.run(epochs, args.max_iters, log_every=args.log_every, stop=stop)
     print(f"saved {os.path.join(out, 'ckpt.npz')}", file=sys.stderr)
     return 0
 
@@ -322,12 +368,12 @@ def cmd_train(args: Any) -> int:
 def _existing_run(path: str, cfg: Any, dataset: str, seed: int) -> dict[str, Any]:
     """The checkpoint at ``path`` if it continues the run these options describe (same
     dataset, seed and config); otherwise a CLIError naming what differs."""
-    from kaem.checkpoint import load_checkpoint
-    from kaem.config import config_diff, config_from_ini
+    from kaem.checkpoint import checkpoint_config, load_checkpoint
+    from kaem.config import config_diff
 
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, for_resume=True)
     meta = ckpt["meta"]
-    diff = config_diff(config_from_ini(ckpt["config"]), cfg)
+    diff = config_diff(checkpoint_config(ckpt), cfg)
     if meta.get("dataset") != dataset:
         diff.insert(0, f"dataset: {meta.get('dataset')} stored, {dataset} asked")
     if int(meta.get("seed", 0)) != seed:
@@ -338,18 +384,28 @@ def _existing_run(path: str, cfg: Any, dataset: str, seed: int) -> dict[str, Any
     return ckpt
 
 
+def _refuse_existing_run(out: str) -> None:
+    existing = os.path.join(out, "ckpt.npz")
+    if os.path.exists(existing):
+        raise CLIError(f"{existing} already exists; continue it with --resume {existing} "
+                       "(or --resume-existing) or choose another --out")
+
+
 def cmd_sample(args: Any) -> int:
     from kaem.backend import get_backend
     from kaem.checkpoint import load_checkpoint, restore_model
     from kaem.atomic import atomic_open
-    from kaem.images import save_pngs, save_sample_grid
+    from kaem.images import NonFiniteImages, save_pngs, save_sample_grid
 
     ckpt = load_checkpoint(args.ckpt)
     be = get_backend(args.device, ckpt["meta"].get("dtype", "float32"))
     model = restore_model(ckpt, be)
     if not args.out.lower().endswith(".png"):
         raise CLIError(f"--out must be a .png path, got {args.out!r}")
-    x = save_sample_grid(args.out, model, args.n, be.rng(args.seed))
+    try:
+        x = save_sample_grid(args.out, model, args.n, be.rng(args.seed), require_finite=True)
+    except NonFiniteImages as e:
+        raise CLIError(f"the model in {args.ckpt} has diverged: {e}; nothing written") from None
     args.result = {"output": args.out}
     print(f"wrote {args.out} ({args.n} samples)")
     if args.png_dir:
@@ -368,15 +424,22 @@ def cmd_eval(args: Any) -> int:
     from kaem.checkpoint import load_checkpoint, restore_model
     from kaem.evaluate import evaluate
 
-    ckpt = load_checkpoint(args.ckpt)
+    ckpt = load_checkpoint(args.ckpt, with_data=True)
     be = get_backend(args.device, ckpt["meta"].get("dtype", "float32"))
     model = restore_model(ckpt, be)
     t = model.cfg["TRAINING"]
+    if not ckpt["meta"]["dataset"]:
+        raise CLIError(f"{args.ckpt} names no dataset (saved from the Python API), so there is no test set to "
+                       "evaluate on; use kaem.evaluate.evaluate with your data")
     resize = (ckpt["meta"].get("data") or {}).get("resize")
     _, x_test = _load_data(ckpt["meta"]["dataset"], args, None, args.n_test or t["N_test"], resize)
     S = args.samples or t["eval_importance_samples"]
     res = evaluate(model, be.asarray(x_test.reshape(x_test.shape[0], -1)), S, be.rng(args.seed))
     res.update(n_test=int(x_test.shape[0]), iteration=int(ckpt["meta"]["iteration"]))
+    bad = [k for k in ("loglik_nats", "test_mse") if not np.isfinite(res[k])]
+    if bad:
+        raise CLIError(f"the model in {args.ckpt} gives a non-finite {' and '.join(bad)} "
+                       f"({', '.join(f'{k} = {res[k]}' for k in bad)}): it has diverged")
     args.result = {**res, "output": args.ckpt}
     if args.json:
         print(json.dumps(res))
@@ -567,34 +630,83 @@ def cmd_make_darcy(args: Any) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
-    """Run one command: argv holds the words after cli.py (default: sys.argv[1:]) or is an
-    already parsed Namespace (a job file's line), on which an error's message is left as
-    ``args.error``. Returns the exit status."""
+def _warning_line(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    """Warnings as one "warning:" line, without the source location."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
+def _one_line(message: str) -> str:
+    """A multi-line message (an INI parser's, say) joined into one line."""
+    return " | ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
+def _run(command: Any, args: Any) -> int:
+    """Run one command; every failure becomes one "error:" line (also left as ``args.error``
+    for a job file's summary) and a non-zero exit status."""
     from kaem.backend import BackendError
     from kaem.checkpoint import CheckpointError
     from kaem.config import ConfigError
     from kaem.datasets import DatasetError
     from kaem.jobs import JobFileError
+    from kaem.runlock import RunLockError
+    from kaem.signals import Abandon, Interrupted, signal_name
     from kaem.train import TrainingError
+
+    def fail(message: str, status: int) -> int:
+        args.error = _one_line(message)
+        print(f"error: {args.error}", file=sys.stderr)
+        return status
+
+    try:
+        return command(args)
+    except (CLIError, ConfigError, DatasetError, CheckpointError, BackendError, TrainingError, JobFileError,
+            RunLockError) as e:
+        return fail(str(e), 2 if isinstance(e, (CLIError, ConfigError)) else 1)
+    except Interrupted as e:  # checkpointed: not an error
+        print(f"stopped: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:  # unwritable --out, full disk, ...: say so, without a traceback
+        return fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e), 1)
+    except MemoryError:
+        return fail("out of memory; lower TRAINING.batch_size, TRAINING.importance_sample_size or the model's "
+                    "widths / grid sizes (or free memory), and rerun", 1)
+    except (KeyboardInterrupt, Abandon) as e:
+        signum = e.args[0] if isinstance(e, Abandon) else signal.SIGINT
+        print(f"stopped: {signal_name(signum)}; files are written atomically, so existing ones are intact",
+              file=sys.stderr)
+        return 128 + signum
+    except Exception as e:  # a bug: one line, the traceback only on request
+        if getattr(args, "debug", False) or os.environ.get("KAEM_DEBUG"):
+            raise
+        return fail(f"internal error {type(e).__name__}: {e} (please report this with the command line; "
+                    "rerun with --debug or KAEM_DEBUG=1 for the traceback)", 1)
+
+
+def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
+    """Run one command: argv holds the words after cli.py (default: sys.argv[1:]) or is an
+    already parsed Namespace (a job file's line), on which an error's message is left as
+    ``args.error``. Returns the exit status."""
+    from kaem.signals import Abandon
 
     args = argv if isinstance(argv, argparse.Namespace) else build_parser().parse_args(argv)
     commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "sweep": cmd_sweep,
                 "plot-prior": cmd_plot_prior, "jobs": cmd_jobs, "plot-log": cmd_plot_log,
                 "compare": cmd_compare, "make-darcy": cmd_make_darcy}
+
+    def terminate(signum: int, frame: Any) -> None:  # outside training's own handler
+        raise Abandon(signum)
+
     try:
-        return commands[args.command](args)
-    except (CLIError, ConfigError, DatasetError, CheckpointError, BackendError, TrainingError, JobFileError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        args.error = str(e)
-        return 2 if isinstance(e, (CLIError, ConfigError)) else 1
-    except OSError as e:  # unwritable --out, full disk, ...: say so, without a traceback
-        print(f"error: {e}", file=sys.stderr)
-        args.error = str(e)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; the last checkpoint written is intact", file=sys.stderr)
-        return 130
+        old_term = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread
+        old_term = None
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line
+            return _run(commands[args.command], args)
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":

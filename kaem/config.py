@@ -54,9 +54,9 @@ class Field:
     min_len: int = 1
 
 
-def integer(default: int, ge: Optional[int] = None) -> Field:
+def integer(default: int, ge: Optional[int] = None, le: Optional[int] = None) -> Field:
     """An int key."""
-    return Field("int", default, ge=ge)
+    return Field("int", default, ge=ge, le=le)
 
 
 def real(default: float, ge: Optional[float] = None, gt: Optional[float] = None,
@@ -75,9 +75,9 @@ def choice(default: str, choices: ChoiceSource) -> Field:
     return Field("choice", default, choices=choices)
 
 
-def int_list(default: tuple, ge: Optional[int] = None, min_len: int = 1) -> Field:
+def int_list(default: tuple, ge: Optional[int] = None, min_len: int = 1, le: Optional[int] = None) -> Field:
     """A comma-separated list of ints, stored as a tuple."""
-    return Field("int_list", tuple(default), ge=ge, min_len=min_len)
+    return Field("int_list", tuple(default), ge=ge, min_len=min_len, le=le)
 
 
 def float_pair(default: tuple, gt: Optional[float] = None) -> Field:
@@ -98,10 +98,10 @@ def basis_names() -> list:
 def _kan_fields() -> dict:
     """Keys shared by the prior (EbmModel) and the generator (GeneratorModel)."""
     return {
-        "spline_degree": integer(3, ge=1),
+        "spline_degree": integer(3, ge=1, le=MAX_DEGREE),
         "base_activation": choice("silu", ACTIVATIONS),
         "spline_function": choice("RBF", basis_names),
-        "grid_size": integer(20, ge=2),
+        "grid_size": integer(20, ge=2, le=MAX_GRID),
         "grid_update_ratio": real(0.05, ge=0, le=1),
         "grid_range": float_pair((-1.2, 1.2)),
         "ε_scale": real(0.1, ge=0),
@@ -113,12 +113,27 @@ def _kan_fields() -> dict:
     }
 
 
+# Plausible upper bounds (the reference's largest values are 100-1000 times smaller): they
+# turn a typo such as 10^9 into a clear error before anything is allocated. What fits in
+# memory is checked separately (kaem/memory.py).
+MAX_WIDTH = 100_000  # a layer width, P or Q
+MAX_GRID = 10_000  # grid_size
+MAX_DEGREE = 10  # spline_degree
+MAX_KERNEL = 1_000  # conv kernel sizes, strides, paddings
+MAX_NODES = 100_000  # Gauss–Legendre nodes
+MAX_SAMPLES = 1_000_000  # batch, importance and grid-updating sample counts
+MAX_EVAL_SAMPLES = 100_000  # held-out S: cost ∝ S·N_test·D, 10^5 already takes many minutes
+MAX_STEPS = 100_000  # Langevin steps and the like
+MAX_TEMPS = 1_000  # temperatures, cycles
+MAX_DATA = 100_000_000  # images
+MAX_COUNT = 1_000_000_000  # epochs, frequencies
+
 SCHEMA: dict = {
     "EbmModel": {  # the prior
-        "layer_widths": int_list((20, 41), ge=1, min_len=2),  # (P, Q); more = deep prior
+        "layer_widths": int_list((20, 41), ge=1, min_len=2, le=MAX_WIDTH),  # (P, Q); more = deep prior
         **_kan_fields(),
         "π_0": choice("ebm", ("ebm", "uniform", "gaussian", "lognormal", "learnable_gaussian")),
-        "GaussQuad_nodes": integer(100, ge=2),
+        "GaussQuad_nodes": integer(100, ge=2, le=MAX_NODES),
         "quadrature_method": choice("gausslegendre", ("gausslegendre", "trapezium")),
         "shared_uniform": flag(True),
     },
@@ -129,7 +144,7 @@ SCHEMA: dict = {
         "use_attention_kernel": flag(False),
     },
     "GeneratorModel": {
-        "widths": int_list((41, 82), ge=1),  # first = Q; the data dimension D is appended
+        "widths": int_list((41, 82), ge=1, le=MAX_WIDTH),  # first = Q; the data dimension D is appended
         **_kan_fields(),
         "generator_variance": real(0.1, gt=0),
         "generator_noise": real(0.1, ge=0),
@@ -139,10 +154,10 @@ SCHEMA: dict = {
     },
     "CNN": {  # the conv-transpose generator (kaem/generators/conv.py), the reference's keys
         "use_cnn_lkhood": flag(False),
-        "hidden_feature_dims": int_list((128, 64, 32), ge=1),  # channels between Q and C
-        "strides": int_list((1, 2, 2, 2), ge=1),  # one per layer: len(hidden_feature_dims) + 1
-        "kernel_sizes": int_list((4, 4, 4, 4), ge=1),
-        "paddings": int_list((0, 1, 1, 1), ge=0),
+        "hidden_feature_dims": int_list((128, 64, 32), ge=1, le=MAX_WIDTH),  # channels between Q and C
+        "strides": int_list((1, 2, 2, 2), ge=1, le=MAX_KERNEL),  # one per layer: len(hidden_feature_dims) + 1
+        "kernel_sizes": int_list((4, 4, 4, 4), ge=1, le=MAX_KERNEL),
+        "paddings": int_list((0, 1, 1, 1), ge=0, le=MAX_KERNEL),
         "activation": choice("leakyrelu", ACTIVATIONS),
         "batchnorm": flag(False),
         "latent_concat": flag(False),
@@ -154,45 +169,45 @@ SCHEMA: dict = {
     "GRID_UPDATING": {
         "update_prior_grid": flag(True),
         "update_llhood_grid": flag(True),
-        "num_grid_updating_samples": integer(100, ge=1),
-        "grid_update_frequency": integer(100, ge=1),
+        "num_grid_updating_samples": integer(100, ge=1, le=MAX_SAMPLES),
+        "grid_update_frequency": integer(100, ge=1, le=MAX_COUNT),
         "grid_update_decay": real(0.999, gt=0, le=1),
     },
     "PRIOR_LANGEVIN": {
         "step_size": real(0.16, gt=0),
-        "iters": integer(60, ge=1),
+        "iters": integer(60, ge=1, le=MAX_STEPS),
     },
     "POST_LANGEVIN": {
         "use_langevin": flag(False),
         "initial_step_size": real(0.01, gt=0),
         "step_size_bounds": float_pair((0.0001, 10.0), gt=0),
-        "iters": integer(25, ge=1),
-        "N_unadjusted": integer(2, ge=0),
+        "iters": integer(25, ge=1, le=MAX_STEPS),
+        "N_unadjusted": integer(2, ge=0, le=MAX_STEPS),
         "autoMALA_η_changerate": real(2.0, gt=0),
         "use_autoMALA": flag(False),
     },
     "THERMODYNAMIC_INTEGRATION": {
-        "num_temps": integer(1, ge=1),
+        "num_temps": integer(1, ge=1, le=MAX_TEMPS),
         "p_start": real(10.0, gt=0),
         "p_end": real(1.0, gt=0),
-        "num_cycles": integer(0, ge=0),
-        "N_langevin_per_temp": integer(5, ge=1),
-        "replica_exchange_frequency": integer(1, ge=1),
+        "num_cycles": integer(0, ge=0, le=MAX_TEMPS),
+        "N_langevin_per_temp": integer(5, ge=1, le=MAX_STEPS),
+        "replica_exchange_frequency": integer(1, ge=1, le=MAX_STEPS),
         "integration_rule": choice("left", ("left", "trapezoid", "right")),
     },
     "TRAINING": {
-        "batch_size": integer(100, ge=1),
-        "importance_sample_size": integer(100, ge=1),
-        "N_train": integer(50000, ge=1),
-        "N_test": integer(1000, ge=1),
-        "N_epochs": integer(10, ge=1),
+        "batch_size": integer(100, ge=1, le=MAX_SAMPLES),
+        "importance_sample_size": integer(100, ge=1, le=MAX_SAMPLES),
+        "N_train": integer(50000, ge=1, le=MAX_DATA),
+        "N_test": integer(1000, ge=1, le=MAX_DATA),
+        "N_epochs": integer(10, ge=1, le=MAX_COUNT),
         "contrastive_divergence_training": flag(True),
         "resampling_threshold_factor": real(0.5, ge=0, le=1),
         "eps": real(0.0001, gt=0),
         "update_grid": flag(True),
-        "checkpoint_every": integer(1, ge=1),  # epochs
-        "gen_every": integer(1, ge=0),  # epochs between sample grids OUT/samples/epoch_NNN.png; 0 = none
-        "eval_importance_samples": integer(1000, ge=1),
+        "checkpoint_every": integer(1, ge=1, le=MAX_COUNT),  # epochs
+        "gen_every": integer(1, ge=0, le=MAX_COUNT),  # epochs between sample grids OUT/samples/epoch_NNN.png; 0 = none
+        "eval_importance_samples": integer(1000, ge=1, le=MAX_EVAL_SAMPLES),
         "dtype": choice("float32", ("float32", "float64")),
     },
     "OPTIMIZER": {
@@ -311,13 +326,16 @@ def _alias_help() -> str:
 
 def _bounds_text(field: Field) -> str:
     """Human description of numeric bounds, e.g. ' >= 0 and <= 1'."""
+    def num(x: float) -> str:  # integers in full: "<= 1000000", not "<= 1e+06"
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
     parts = []
     if field.gt is not None:
-        parts.append(f"> {field.gt:g}")
+        parts.append(f"> {num(field.gt)}")
     if field.ge is not None:
-        parts.append(f">= {field.ge:g}")
+        parts.append(f">= {num(field.ge)}")
     if field.le is not None:
-        parts.append(f"<= {field.le:g}")
+        parts.append(f"<= {num(field.le)}")
     return (" " + " and ".join(parts)) if parts else ""
 
 

@@ -13,17 +13,70 @@ For a grid-based layer and a batch of its inputs:
 FFT and Chebyshev layers have no grid and are left alone. The prior's layer is used
 pointwise: input p's grid is fitted to the samples z[:, :, p] of all its Q functions, and
 each function (q, p) is refitted on its own samples.
+
+Degenerate inputs never break training: an input dimension whose samples are non-finite
+or span no resolvable width (all draws the same point: an RBF width of zero, repeated
+B-spline knots) keeps its old grid and coefficients, and so does every dimension when the
+SVD fails; each case gives a ``GridUpdateWarning``.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
+
+import numpy as np
 
 from .backend import array_module
 from .kan import KANLayer, parameters_changed
 from .numerics import lstsq_batched
 
 DOMAIN_MARGIN = 0.1  # the prior's domain = grid span widened by 10% of its range each side
+MIN_SPACING_ULPS = 100  # a new grid's mean spacing must exceed this many float ulps of its position
+
+
+class GridUpdateWarning(UserWarning):
+    """A grid update kept (part of) the old grid because its samples were degenerate."""
+
+
+def usable_grid_rows(points: Any) -> Any:
+    """(in,) bool: rows of G+1 grid points (in, G+1) that are finite and resolvably wide,
+    (last − first)/G > MIN_SPACING_ULPS · eps · max(1, |first|, |last|)."""
+    xp = array_module(points)
+    lo, hi = points[:, 0], points[:, -1]
+    G = points.shape[1] - 1
+    scale = xp.maximum(1.0, xp.maximum(xp.abs(lo), xp.abs(hi)))
+    finite = xp.isfinite(points).all(axis=1)
+    wide = (hi - lo) / G > MIN_SPACING_ULPS * xp.finfo(points.dtype).eps * xp.where(finite, scale, 1.0)
+    return finite & wide
+
+
+def _refit(layer: KANLayer, points: Any, ok: Any, design: Any, target: Any, what: str) -> Any:
+    """New grid and least-squares coefficients for the usable rows ``ok`` (in,) of the grid
+    ``points`` (in, G+1); the other rows keep the old grid.
+
+    design(grid) -> the batched design matrices A (n, N, nb), target (n, N, k). Returns
+    (new grid (in, n_knots), coefficients (n, nb, k)), or None (with a warning) when no row
+    is usable or the SVD fails; warns about the rows kept unchanged."""
+    xp = array_module(points)
+    n_bad = int((~ok).sum())
+    if n_bad == points.shape[0]:
+        warnings.warn(f"grid update of the {what}: the samples of every input dimension are degenerate "
+                      "(non-finite or all the same point); the old grids are kept", GridUpdateWarning)
+        return None
+    grid = layer.buffers["grid"]
+    new_grid = xp.where(ok[:, None], layer.basis.grid_from_points(xp.where(ok[:, None], points, 0)), grid)
+    try:
+        c = lstsq_batched(design(new_grid), target)
+    except np.linalg.LinAlgError:
+        warnings.warn(f"grid update of the {what}: the least-squares refit did not converge (SVD); the old "
+                      "grids are kept", GridUpdateWarning)
+        return None
+    if n_bad:
+        warnings.warn(f"grid update of the {what}: {n_bad} of {points.shape[0]} input dimension(s) have "
+                      "degenerate samples (non-finite or all the same point) and keep their old grid",
+                      GridUpdateWarning)
+    return new_grid, c
 
 
 def blended_grid(x: Any, G: int, ratio: float) -> Any:
@@ -47,15 +100,22 @@ def update_layer_grid(layer: KANLayer, x: Any, ratio: float) -> bool:
     basis = layer.basis
     if not basis.uses_grid:
         return False
+    xp = array_module(x)
     grid, tau, coef = layer.buffers["grid"], layer.tau, layer.params["coef"]
+    pts = blended_grid(x, basis.G, ratio)
+    ok = usable_grid_rows(pts)
+    x = xp.where(ok[None, :], x, 0)  # degenerate dimensions: harmless inputs, their fit is discarded
     spline = (basis.evaluate(x, grid, tau)[:, :, None, :] * coef[None]).sum(-1)  # (N, in, out)
-    new_grid = basis.grid_from_points(blended_grid(x, basis.G, ratio))
-    B = basis.evaluate(x, new_grid, tau).transpose(1, 0, 2)  # (in, N, nb)
-    c = lstsq_batched(B, spline.transpose(1, 0, 2))  # (in, nb, out)
-    coef[...] = c.transpose(0, 2, 1)
-    grid[...] = new_grid
+    fit = _refit(layer, pts, ok, lambda g: basis.evaluate(x, g, tau).transpose(1, 0, 2),  # (in, N, nb)
+                 spline.transpose(1, 0, 2), "generator")
+    if fit is None:
+        return False
+    new_grid, c = fit  # c (in, nb, out)
+    ok &= xp.isfinite(c).all(axis=(1, 2))
+    coef[...] = xp.where(ok[:, None, None], c.transpose(0, 2, 1), coef)
+    grid[...] = xp.where(ok[:, None], new_grid, grid)
     parameters_changed()
-    return True
+    return bool(ok.any())
 
 
 def update_pointwise_grid(layer: KANLayer, z: Any, ratio: float) -> bool:
@@ -63,17 +123,27 @@ def update_pointwise_grid(layer: KANLayer, z: Any, ratio: float) -> bool:
     basis = layer.basis
     if not basis.uses_grid:
         return False
+    xp = array_module(z)
     N, Q, P = z.shape
     grid, tau, coef = layer.buffers["grid"], layer.tau, layer.params["coef"]  # coef (P, Q, nb)
+    pts = blended_grid(z.reshape(N * Q, P), basis.G, ratio)
+    ok = usable_grid_rows(pts)
+    z = xp.where(ok, z, 0)  # degenerate dimensions: harmless inputs, their fit is discarded
     spline = (basis.evaluate(z, grid, tau) * coef.transpose(1, 0, 2)[None]).sum(-1)  # (N, Q, P)
-    new_grid = basis.grid_from_points(blended_grid(z.reshape(N * Q, P), basis.G, ratio))
-    B = basis.evaluate(z, new_grid, tau)  # (N, Q, P, nb)
-    A = B.transpose(2, 1, 0, 3).reshape(P * Q, N, -1)  # one design per function (p, q)
-    c = lstsq_batched(A, spline.transpose(2, 1, 0).reshape(P * Q, N, 1))
-    coef[...] = c.reshape(P, Q, -1)
-    grid[...] = new_grid
+
+    def design(g: Any) -> Any:  # one design per function (p, q): (P·Q, N, nb)
+        return basis.evaluate(z, g, tau).transpose(2, 1, 0, 3).reshape(P * Q, N, -1)
+
+    fit = _refit(layer, pts, ok, design, spline.transpose(2, 1, 0).reshape(P * Q, N, 1), "prior")
+    if fit is None:
+        return False
+    new_grid, c = fit
+    c = c.reshape(P, Q, -1)
+    ok &= xp.isfinite(c).all(axis=(1, 2))
+    coef[...] = xp.where(ok[:, None, None], c, coef)
+    grid[...] = xp.where(ok[:, None], new_grid, grid)
     parameters_changed()
-    return True
+    return bool(ok.any())
 
 
 def grid_update_due(iteration: int, last_update: int, frequency: int, decay: float) -> bool:

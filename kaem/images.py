@@ -44,10 +44,17 @@ def save_png(path: str, array: np.ndarray) -> None:
         Image.fromarray(array).save(fh, format="PNG")
 
 
-def save_sample_grid(path: str, model: Any, n: int, rng: Any) -> np.ndarray:
+class NonFiniteImages(ValueError):
+    """Generated images hold NaN or inf (a diverged model)."""
+
+
+def save_sample_grid(path: str, model: Any, n: int, rng: Any, require_finite: bool = False) -> np.ndarray:
     """Generate n images from ``model`` (prior -> generator means) with ``rng``, write them
-    as one PNG grid at ``path`` (atomically) and return them as host (n, C, H, W)."""
+    as one PNG grid at ``path`` (atomically) and return them as host (n, C, H, W). With
+    ``require_finite``, non-finite pixels raise :class:`NonFiniteImages` and nothing is written."""
     x = to_numpy(model.generate(n, rng)).reshape((n,) + tuple(model.data_shape))
+    if require_finite and not np.isfinite(x).all():
+        raise NonFiniteImages(f"{int((~np.isfinite(x)).sum())} of {x.size} generated pixels are non-finite (NaN or inf)")
     save_png(path, image_grid(x))
     return x
 

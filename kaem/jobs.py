@@ -49,6 +49,7 @@ SUMMARY_COLUMNS = ("line", "command", "status", "wall_time_s", "output", "iterat
                    "bits_per_dim", "test_mse", "note", "key")
 TEXT_COLUMNS = ("line", "command", "status", "output", "note", "key")  # the others are numbers
 INTERRUPTED = 130  # exit status of a command stopped by Ctrl-C
+STOPPED = (INTERRUPTED, 143)  # ... by SIGINT or SIGTERM (checkpointed; the file stops there)
 
 
 class JobFileError(RuntimeError):
@@ -241,7 +242,7 @@ def run_jobs(jobs: Sequence[Job], execute: Callable[[list[str]], tuple[int, str,
     ``csv_path``, one after the other.
 
     execute(argv) runs one command and returns (exit status, error message, result); a
-    status of 130 (or a KeyboardInterrupt) means interrupted and stops the run. Every
+    status of 130 or 143 (SIGINT, SIGTERM; or a KeyboardInterrupt) means interrupted and stops the run. Every
     job's row, including those skipped, is in the summary, rewritten after each job.
     """
     rows = _starting_rows(jobs, read_record(csv_path), retry_failed)
@@ -265,14 +266,14 @@ def run_jobs(jobs: Sequence[Job], execute: Callable[[list[str]], tuple[int, str,
             status, message, out = 1, f"{type(e).__name__}: {e}", {}
         wall = time.perf_counter() - t0 + float(row["wall_time_s"] or 0)
         row.update(wall_time_s=round(wall, 3), **job_figures(out))
-        if status == INTERRUPTED:
+        if status in STOPPED:
             row.update(status="interrupted", note="interrupted; run the job file again to continue")
         else:
             row.update(status="ok" if status == 0 else "failed",
                        note="" if status == 0 else (message or f"exit status {status}"))
         write_summary(rows, csv_path, md_path)
-        if status == INTERRUPTED:
-            result.status = INTERRUPTED
+        if status in STOPPED:
+            result.status = status
             log(f"interrupted at line {job.line}; rerun the job file to continue from there")
             break
         if status != 0:

@@ -42,8 +42,20 @@ class Adam:
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from ``state_dict`` output (arrays may be host arrays)."""
-        self.t = int(state["t"])
+        """Restore from ``state_dict`` output (arrays may be host arrays). A missing entry
+        raises KeyError (its name), a wrong shape or value ValueError naming the entry."""
+        t = state["t"]
+        if getattr(t, "shape", ()) != () or int(t) < 0 or int(t) != t:
+            raise ValueError(f"t: expected a step count (an integer >= 0), got {t!r}")
+        for name, buf in (("m", self.m), ("v", self.v)):
+            for k, mine in buf.items():
+                theirs = state[f"{name}/{k}"]
+                if tuple(getattr(theirs, "shape", ())) != tuple(mine.shape):
+                    raise ValueError(f"{name}/{k}: shape {tuple(getattr(theirs, 'shape', ()))}, "
+                                     f"expected {tuple(mine.shape)}")
+                if name == "v" and (array_module(theirs).asarray(theirs) < 0).any():
+                    raise ValueError(f"v/{k}: negative second moments")
+        self.t = int(t)
         for k in self.params:
             self.m[k][...] = array_module(self.m[k]).asarray(state[f"m/{k}"])
             self.v[k][...] = array_module(self.v[k]).asarray(state[f"v/{k}"])

@@ -5,12 +5,13 @@ One iteration = one minibatch of B data: the objective the config selects
 or thermodynamic integration) fills the gradients, a finiteness
 check guards the update, Adam applies it. Every epoch the held-out log-likelihood and
 test MSE are estimated, a CSV row is appended, and a checkpoint is written atomically.
-A NaN/inf loss or gradient stops training with an error after saving the last good state
-(the parameters before the bad update), never overwriting the regular checkpoint.
+A NaN/inf loss, gradient or updated parameter stops training with an error after saving
+``last_good.npz`` (the parameters of the last finite forward pass, ``kaem/guard.py``),
+never overwriting the regular checkpoint. A SIGINT/SIGTERM (``kaem/signals.py``) ends the
+run after the current iteration with a checkpoint of it.
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 import sys
@@ -20,15 +21,18 @@ from typing import Any, Callable
 import numpy as np
 
 from .backend import Backend, to_numpy
-from .checkpoint import save_checkpoint
+from .checkpoint import restore_optimizer, save_checkpoint
 from .config import config_to_ini
+from .csvlog import append_row, reconcile
 from .evaluate import evaluate
 from .grid_update import grid_update_due
+from .guard import FiniteGuard
 from .images import save_sample_grid
 from .importance import posterior_draws
 from .langevin import objective_mode, training_step
 from .model import KAEM
 from .optim import Adam
+from .signals import Abandon, Interrupted, StopRequest, signal_name
 
 CSV_COLUMNS = ("time_s", "epoch", "iteration", "train_loss", "heldout_loglik_nats",
                "bits_per_dim", "test_mse", "ess_mean", "resampled_frac", "grid_updated",
@@ -100,6 +104,12 @@ class Trainer:
         self._perm: tuple[int, Any] = (-1, None)  # (epoch, its permutation of the training rows)
         self.mode = objective_mode(cfg)
         self.sampler_state: dict[str, Any] = {}  # autoMALA's adapted step sizes, across iterations
+        self.planned_epochs: int | None = None  # the run's length, which the schedules follow
+        self.row_pending = True  # the CSV row of the current iteration is still to be written
+        self._acc = _new_epoch_acc()  # per-iteration values of the current epoch, for its row
+        self.guard = FiniteGuard(model)
+        self.stop = StopRequest()  # inert; run() takes an entered one to stop on signals
+        self._t0, self._last_diag = time.perf_counter(), {}
 
     # ---- state ----------------------------------------------------------------------------
     @property
@@ -114,7 +124,8 @@ class Trainer:
                 "dtype": np.dtype(self.be.dtype).name, "rng_state": rng_state, "elapsed_s": self.elapsed,
                 "last_grid_update": self.last_grid_update, "mode": self.mode,
                 "sampler_state": {k: to_numpy(v).tolist() for k, v in self.sampler_state.items()},
-                "data": self.data_info}
+                "data": self.data_info, "planned_epochs": self.planned_epochs, "row_pending": self.row_pending,
+                "epoch_acc": _acc_to_json(self._acc)}
 
     def save(self, path: str) -> None:
         save_checkpoint(path, self.model.parameters(), self.model.buffers(), self.opt.state_dict(),
@@ -123,12 +134,15 @@ class Trainer:
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue from a ``load_checkpoint`` result: arrays, optimiser, iteration, RNG."""
         self.model.load_arrays(ckpt["params"], ckpt["buffers"])
-        self.opt.load_state_dict(ckpt["optimizer"])
+        restore_optimizer(self.opt, ckpt)
         meta = ckpt["meta"]
         self.iteration = int(meta["iteration"])
         self.elapsed = float(meta.get("elapsed_s", 0.0))
         self.last_grid_update = int(meta.get("last_grid_update", 0))
         self.sampler_state = dict(meta.get("sampler_state") or {})
+        self.planned_epochs = meta.get("planned_epochs")
+        self.row_pending = bool(meta.get("row_pending", False))
+        self._acc = _acc_from_json(meta.get("epoch_acc"))
         if meta.get("rng_state") and self.be.device == "cpu":
             self.rng.bit_generator.state = meta["rng_state"]
         else:  # cupy generators expose no state: continue on a stream fixed by (seed, iteration)
@@ -144,85 +158,152 @@ class Trainer:
         k = self.iteration % self.iters_per_epoch
         return self._perm[1][k * self.batch:(k + 1) * self.batch]
 
-    def _check_finite(self, loss: Any) -> float:
-        """One device->host sync per iteration: the loss and the sum of all gradients."""
-        xp = self.be.xp
-        total = sum(g.sum() for g in self.model.gradients().values())
-        loss_f, total_f = to_numpy(xp.stack([loss, total.astype(loss.dtype)])).tolist()
-        if not (math.isfinite(loss_f) and math.isfinite(total_f)):
-            path = os.path.join(self.out_dir, "last_good.npz")
-            self.save(path)
-            raise TrainingError(f"non-finite {'loss' if not math.isfinite(loss_f) else 'gradient'} at "
-                                f"iteration {self.iteration} (loss {loss_f}); the parameters before this "
-                                f"update were saved to {path}; try a smaller OPTIMIZER.learning_rate")
-        return loss_f
+    def _save_last_good(self, what: str) -> str:
+        """Write last_good.npz (the parameters of the last finite forward pass) and return the
+        message for the TrainingError."""
+        where = f"non-finite {what} at iteration {self.iteration}"
+        if self.guard.iteration is None:
+            return (f"{where}, before any iteration of this run had a finite forward pass (nothing saved); "
+                    "try a smaller OPTIMIZER.learning_rate")
+        path = os.path.join(self.out_dir, "last_good.npz")
+        params, buffers = self.guard.kept()
+        meta = {**self.meta(), "iteration": self.guard.iteration, "epoch": self.guard.iteration // self.iters_per_epoch,
+                "rng_state": None, "sampler_state": {}, "epoch_acc": None, "last_good": True}
+        with self.stop.critical():
+            save_checkpoint(path, params, buffers, {}, config_to_ini(self.model.cfg), meta)
+        return (f"{where}; the parameters of iteration {self.guard.iteration} (the last with a finite forward "
+                f"pass) were saved to {path}; {os.path.join(self.out_dir, 'ckpt.npz')} is untouched; try a smaller "
+                "OPTIMIZER.learning_rate")
 
     def maybe_update_grids(self, diag: dict[str, Any]) -> bool:
-        """Grid update on the schedule of GRID_UPDATING, from this step's posterior samples."""
+        """Grid update on the schedule of GRID_UPDATING. Each network's grid follows the
+        latents it is evaluated on: the prior's follows ``num_grid_updating_samples`` posterior
+        draws (and its quadrature domain with it); the generator's follows all of this step's
+        latents (IS: the S prior samples, as in the reference; Langevin/thermo: the chains).
+        Resampling the generator's inputs from IS weights collapsed them onto one point when
+        one sample carried all the weight (small S), leaving a zero grid width."""
         gu = self.model.cfg["GRID_UPDATING"]
         if not self.t["update_grid"] or not (gu["update_prior_grid"] or gu["update_llhood_grid"]):
             return False
         if not grid_update_due(self.iteration, self.last_grid_update, gu["grid_update_frequency"],
                                gu["grid_update_decay"]):
             return False
-        z_post = posterior_draws(diag["z"], diag["w"], gu["num_grid_updating_samples"], self.rng)
         self.last_grid_update = self.iteration
-        return self.model.update_grids(z_post, prior=gu["update_prior_grid"], generator=gu["update_llhood_grid"])
+        changed = False
+        if gu["update_prior_grid"]:
+            z_post = posterior_draws(diag["z"], diag["w"], gu["num_grid_updating_samples"], self.rng)
+            changed |= self.model.update_grids(z_post, prior=True, generator=False)
+        if gu["update_llhood_grid"]:
+            changed |= self.model.update_grids(diag["z"], prior=False, generator=True)
+        return changed
 
     def evaluate(self) -> dict[str, float]:
         rng = self.be.rng(_seed_for(self.seed, 2, self.epoch))  # does not disturb training draws
         return evaluate(self.model, self.x_test, self.t["eval_importance_samples"], rng)
 
-    def _csv_row(self, row: dict[str, Any]) -> None:
-        path = os.path.join(self.out_dir, "log.csv")
-        new = not os.path.exists(path)
-        with open(path, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-            if new:
-                w.writeheader()
-            w.writerow({k: row.get(k, "") for k in CSV_COLUMNS})
-
-    def run(self, epochs: int, max_iters: int | None = None, log_every: int = 50) -> list[dict[str, Any]]:
+    def run(self, epochs: int, max_iters: int | None = None, log_every: int = 50,
+            stop: StopRequest | None = None) -> list[dict[str, Any]]:
         """Train until ``epochs`` epochs (counted from iteration 0) or ``max_iters`` iterations
-        in total; returns the CSV rows written by this call."""
+        in total; returns the CSV rows written by this call.
+
+        ``epochs`` is the planned length the schedules (thermo's p) are laid over; ``max_iters``
+        only stops early, so a run split by ``max_iters`` and resumed equals an uninterrupted
+        one. With ``stop`` (an entered :class:`StopRequest`), a signal ends the run after
+        the current iteration (a second one abandons it): the last completed iteration is
+        checkpointed and :class:`Interrupted` raised.
+        """
+        self.stop = stop or StopRequest()
         os.makedirs(self.out_dir, exist_ok=True)
-        total = epochs * self.iters_per_epoch if max_iters is None else min(max_iters, epochs * self.iters_per_epoch)
+        self.planned_epochs = epochs
+        planned = epochs * self.iters_per_epoch
+        total = planned if max_iters is None else min(max_iters, planned)
+        reconcile(os.path.join(self.out_dir, "log.csv"), CSV_COLUMNS, self.iteration, self.row_pending)
         rows: list[dict[str, Any]] = []
-        if self.iteration == 0 and total > 0:
-            rows.append(self._epoch_row(float("nan"), {}))
-            self.save_samples()
-        t0, start_iter = time.perf_counter(), self.iteration
-        last_log = t0
-        losses, diags, grid_updates = [], {c: [] for c in DIAG_COLUMNS}, 0
-        while self.iteration < total:
-            x = self.x_train[self._batch_indices()]
-            loss, diag = training_step(self.model, x, self.rng, self.iteration, total, self.sampler_state)
-            losses.append(self._check_finite(loss))
-            for col, key in DIAG_COLUMNS.items():
-                if key in diag:
-                    diags[col].append(diag[key])
-            self.opt.step(self.model.gradients())
-            self.iteration += 1
-            grid_updates += self.maybe_update_grids(diag)
-            done = self.iteration - start_iter
-            now = time.perf_counter()
-            if done % log_every == 0 or self.iteration == total or now - last_log >= PROGRESS_EVERY_S:
-                last_log, rate = now, done / (now - t0)
-                speed = f"{rate:.1f} it/s" if rate >= 1 else f"{1 / rate:.1f} s/it"
-                self.log(f"it {self.iteration}/{total} | epoch {self.epoch}/{epochs} | loss {losses[-1]:.2f} "
-                         f"{_sampler_text(diag)}| {speed} | ETA {_fmt_time((total - self.iteration) / rate)}")
-            epoch_end = self.iteration % self.iters_per_epoch == 0
-            if epoch_end or self.iteration == total:
-                self.elapsed += time.perf_counter() - t0
-                t0, start_iter = time.perf_counter(), self.iteration
-                diag_mean = {c: m for c, v in diags.items() if math.isfinite(m := self._epoch_mean(v))}
-                diag_mean["grid_updated"] = grid_updates
-                rows.append(self._epoch_row(float(np.mean(losses)), diag_mean))
-                self.save_samples()
-                losses, diags, grid_updates = [], {c: [] for c in DIAG_COLUMNS}, 0
-                if not epoch_end or self.epoch % self.t["checkpoint_every"] == 0 or self.iteration == total:
-                    self.save(os.path.join(self.out_dir, "ckpt.npz"))
+        self._t0, start_iter = time.perf_counter(), self.iteration
+        t_start = last_log = self._t0
+        try:
+            if self.row_pending and self.iteration <= total:
+                rows.append(self._flush_row())
+            while self.iteration < total and not self.stop.requested:
+                if not self._iterate(planned, total):
+                    break
+                done = self.iteration - start_iter
+                now = time.perf_counter()
+                if done % log_every == 0 or self.iteration == total or now - last_log >= PROGRESS_EVERY_S:
+                    last_log, rate = now, done / (now - t_start)
+                    speed = f"{rate:.1f} it/s" if rate >= 1 else f"{1 / rate:.1f} s/it"
+                    self.log(f"it {self.iteration}/{total} | epoch {self.epoch}/{epochs} | loss {self._acc['loss'][-1]:.2f} "
+                             f"{_sampler_text(self._last_diag)}| {speed} | ETA {_fmt_time((total - self.iteration) / rate)}")
+                epoch_end = self.iteration % self.iters_per_epoch == 0
+                if self.row_pending:  # set by the iteration at an epoch end or the last one
+                    rows.append(self._flush_row())
+                    if not epoch_end or self.epoch % self.t["checkpoint_every"] == 0 or self.iteration == total:
+                        self._save_ckpt()
+        except Abandon:
+            pass  # the iteration or row in progress was given up; what is complete is saved below
+        if self.stop.requested:
+            path = self._save_ckpt()
+            raise Interrupted(self.stop.signum, f"{signal_name(self.stop.signum)}: training stopped at iteration "
+                                                f"{self.iteration}, saved {path}; continue with --resume {path}")
         return rows
+
+    def _iterate(self, planned: int, total: int) -> bool:
+        """One training iteration; False if a second signal abandoned it (the random
+        stream and sampler state are then rewound to before it, unless it had completed)."""
+        rng_state = self.rng.bit_generator.state if self.be.device == "cpu" else None
+        sampler_state = {k: list(v) if isinstance(v, list) else v for k, v in self.sampler_state.items()}
+        committed = False
+        try:
+            x = self.x_train[self._batch_indices()]
+            loss, diag = training_step(self.model, x, self.rng, self.iteration, planned, self.sampler_state)
+            loss_f, bad = self.guard.forward_problem(loss)
+            if bad:
+                raise TrainingError(self._save_last_good(bad))
+            with self.stop.critical():  # the update and its bookkeeping happen entirely or not at all
+                self.guard.keep(self.iteration)
+                self.opt.step(self.model.gradients())
+                if not self.guard.params_finite():
+                    raise TrainingError(self._save_last_good("parameters after the optimiser step"))
+                self.iteration += 1
+                self._acc["loss"].append(loss_f)
+                for col, key in DIAG_COLUMNS.items():
+                    if key in diag:
+                        self._acc[col].append(diag[key])
+                self._acc["grid_updated"] += self.maybe_update_grids(diag)
+                self._last_diag = diag
+                self.row_pending = self.iteration % self.iters_per_epoch == 0 or self.iteration == total
+                committed = True
+        except Abandon:
+            if not committed:
+                if rng_state is not None:
+                    self.rng.bit_generator.state = rng_state
+                self.sampler_state = sampler_state
+            return False
+        return True
+
+    def _clock(self) -> None:
+        """Add the time since the last call to ``elapsed`` (training seconds of the run)."""
+        now = time.perf_counter()
+        self.elapsed += now - self._t0
+        self._t0 = now
+
+    def _save_ckpt(self) -> str:
+        path = os.path.join(self.out_dir, "ckpt.npz")
+        with self.stop.critical():
+            self._clock()
+            self.save(path)
+        return path
+
+    def _flush_row(self) -> dict[str, Any]:
+        """Evaluate, write the pending CSV row from the epoch's accumulated values, reset them."""
+        self._clock()
+        diag_mean = {c: m for c in DIAG_COLUMNS if math.isfinite(m := self._epoch_mean(self._acc[c]))}
+        if self._acc["loss"]:
+            diag_mean["grid_updated"] = self._acc["grid_updated"]
+        row = self._epoch_row(self._epoch_mean(self._acc["loss"]), diag_mean)
+        self.save_samples()
+        self._acc, self.row_pending = _new_epoch_acc(), False
+        return row
 
     def save_samples(self) -> str | None:
         """At an epoch boundary selected by TRAINING.gen_every (epoch 0 = untrained included),
@@ -258,7 +339,26 @@ class Trainer:
                "iteration": self.iteration, "train_loss": train_loss,
                "heldout_loglik_nats": ev["loglik_nats"], "bits_per_dim": ev["bits_per_dim"],
                "test_mse": ev["test_mse"], "logZ_quad_err": ev["logZ_quad_err"], **diag}
-        self._csv_row(row)
+        append_row(os.path.join(self.out_dir, "log.csv"), CSV_COLUMNS, row)
         self.log(f"[epoch {row['epoch']:g}] held-out log p(x) {ev['loglik_nats']:.2f} nats "
                  f"({ev['bits_per_dim']:.4f} bits/dim, S={ev['S']}, σ={ev['sigma']}) | test MSE {ev['test_mse']:.4f}")
         return row
+
+
+def _new_epoch_acc() -> dict[str, Any]:
+    """Per-iteration values of the current epoch: the loss, each diagnostic column, and the
+    number of grid updates."""
+    return {"loss": [], **{c: [] for c in DIAG_COLUMNS}, "grid_updated": 0}
+
+
+def _acc_to_json(acc: dict[str, Any]) -> dict[str, Any]:
+    """The accumulators as JSON numbers (device scalars copied to the host; checkpoint time only)."""
+    return {k: v if isinstance(v, int) else [float(x) for x in v] for k, v in acc.items()}
+
+
+def _acc_from_json(data: Any) -> dict[str, Any]:
+    acc = _new_epoch_acc()
+    for k, v in (data or {}).items():
+        if k in acc:
+            acc[k] = int(v) if k == "grid_updated" else [float(x) for x in v]
+    return acc

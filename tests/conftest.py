@@ -39,6 +39,12 @@ def tiny_config(*overrides: str, basis: str = "RBF", pi0: str = "gaussian", act:
     return load_config("mnist", overrides=base + list(overrides))
 
 
+# the smallest CLI training run (P=2, Q=3, generator 3->4->D, G=3): for fault-injection tests
+TINY_CLI = ["--set", "EbmModel.layer_widths=2,3", "--set", "GeneratorModel.widths=3,4",
+            "--set", "EbmModel.grid_size=3", "--set", "GeneratorModel.grid_size=3",
+            "--set", "TRAINING.importance_sample_size=10", "--set", "TRAINING.eval_importance_samples=20"]
+
+
 def randomise(model, rng, scale: float = 0.3) -> None:
     """Move every parameter away from its initialisation (non-trivial FD checks)."""
     for p in model.parameters().values():

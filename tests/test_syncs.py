@@ -1,8 +1,9 @@
 """Device->host synchronisations per training iteration, counted on a simulated device
 (tests/syncbackend.py): at most 4 in every mode.
 
-One iteration is what ``Trainer.run`` does per minibatch: gather the batch, the mode's
-step function, the finiteness check (the one intended sync) and the optimiser step. The
+One iteration is what ``Trainer.run`` does per minibatch (``Trainer._iterate``): gather the
+batch, the mode's step function, the finiteness checks (two intended syncs: the loss and
+gradients before the update, the parameters after it), the optimiser step. The
 counter itself is checked first: each kind of conversion it must catch is caught.
 """
 from __future__ import annotations
@@ -11,9 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from kaem.langevin import training_step
 from kaem.model import KAEM
-from kaem.optim import Adam
 from kaem.train import Trainer
 from syncbackend import XP, counting, counting_backend
 
@@ -72,12 +71,7 @@ def test_at_most_four_syncs_per_iteration(name, tmp_path):
     m = KAEM(cfg, (1, 2, 3), be, seed=0)
     x_train = np.random.default_rng(0).random((12, 1, 2, 3))
     tr = Trainer(m, be, x_train, x_train[:4], str(tmp_path), seed=0, log=lambda s: None)
-    opt = Adam(m.parameters())
     for it in range(3):
         with counting() as c:
-            x = tr.x_train[tr._batch_indices()]
-            loss, _ = training_step(m, x, tr.rng, it, 10, tr.sampler_state)
-            tr._check_finite(loss)
-            opt.step(m.gradients())
-        tr.iteration += 1
+            assert tr._iterate(10, 10)
         assert c.n <= MAX_SYNCS_PER_ITERATION, (name, it, c.events)

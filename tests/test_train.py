@@ -32,21 +32,25 @@ def test_short_training_on_real_fmnist_raises_heldout_loglik(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
 def test_nan_stops_training_and_saves_last_good_state(tmp_path, be64):
+    """last_good.npz holds the parameters of the last finite forward pass: those before
+    the final update of the first run (the NaN is planted after it), not the NaN ones."""
     cfg = tiny_config()
     model = KAEM(cfg, (1, 2, 3), be64, seed=0)
     rng = np.random.default_rng(0)
     x = rng.random((20, 6))
     tr = Trainer(model, be64, x, x[:5], str(tmp_path), log=lambda m: None)
-    tr.run(epochs=1)  # finite first
-    model.prior.layer.params["coef"][0, 0, 0] = np.nan
+    tr.run(epochs=1, max_iters=tr.iters_per_epoch - 1)
     good = {k: v.copy() for k, v in model.parameters().items()}
-    with pytest.raises(TrainingError, match="non-finite"):
+    tr.run(epochs=1)  # one more (finite) step
+    model.prior.layer.params["coef"][0, 0, 0] = np.nan
+    with pytest.raises(TrainingError, match="non-finite loss"):
         tr.run(epochs=2)
     from kaem.checkpoint import load_checkpoint
 
-    saved = load_checkpoint(os.path.join(tmp_path, "last_good.npz"))["params"]
-    for k, v in good.items():  # the update that produced NaN was not applied
-        np.testing.assert_array_equal(saved[k], v)
+    saved = load_checkpoint(os.path.join(tmp_path, "last_good.npz"))
+    assert saved["meta"]["iteration"] == tr.iters_per_epoch - 1 and saved["meta"]["last_good"]
+    for k, v in good.items():
+        np.testing.assert_array_equal(saved["params"][k], v)
     assert load_checkpoint(os.path.join(tmp_path, "ckpt.npz"))["meta"]["iteration"] == tr.iters_per_epoch
 
 
