@@ -70,6 +70,20 @@ def output_activation_grad(name: str, y: Any) -> Any:
     return array_module(y).ones_like(y)
 
 
+def _output_of_negated_(name: str, na: Any) -> Any:
+    """y = out_act(a) in place from na = −a: the sigmoid is then 1/(1 + exp(na)) with no
+    negation pass (exp may overflow to inf, which gives the right y = 0)."""
+    xp = array_module(na)
+    if name == "sigmoid":
+        with np.errstate(over="ignore"):
+            xp.exp(na, out=na)
+        na += 1
+        return xp.reciprocal(na, out=na)
+    if name == "tanh":
+        xp.tanh(na, out=na)
+    return xp.negative(na, out=na)
+
+
 def _times_output_grad_(name: str, y: Any, r: Any) -> Any:
     """y := r ⊙ out_act'(y) in place (r is used as scratch)."""
     xp = array_module(y)
@@ -150,13 +164,12 @@ class GaussianLikelihood:
         for s0 in range(0, S, k):  # blocks of s-slices sized for the cache, not one per sample
             s1 = min(S, s0 + k)
             a, rb = buf[s0:s1], r[:s1 - s0]
-            if noise is None:
-                standard_normal_(rng, a)
+            if noise is None:  # a = −σ_n ξ (the sign folded into the radius: no extra pass)
+                standard_normal_(rng, a, scale=-self.noise)
             else:
-                a[...] = noise[:, s0:s1].transpose(1, 0, 2)
-            a *= self.noise
-            a += g[s0:s1, None, :]
-            y = apply_output_activation(self.out_act, a, out=a)
+                xp.multiply(noise[:, s0:s1].transpose(1, 0, 2), -self.noise, out=a)
+            a -= g[s0:s1, None, :]  # a = −(g + σ_n ξ)
+            y = _output_of_negated_(self.out_act, a)
             xp.subtract(x, y, out=rb)
             sq[s0:s1] = xp.einsum("kbd,kbd->kb", rb, rb)
             _times_output_grad_(self.out_act, y, rb)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from .backend import array_module
 
 
@@ -54,23 +56,46 @@ def rowwise_interp(u: Any, cdf: Any, values: Any, rows: Any = None) -> Any:
     return z.reshape(u.shape)
 
 
-def standard_normal_(rng: Any, out: Any) -> Any:
-    """Fill ``out`` with N(0, 1) draws by the Box–Muller transform, in place.
+def uniform_(rng: Any, out: Any) -> Any:
+    """Fill ``out`` with U[0, 1) draws in place.
 
-    Faster than numpy's float32 ziggurat on CPU (about 5 vs 9 ns a draw here), which
-    matters for the (B, S, D) injection noise of importance sampling. With float32
-    uniforms the radius is at most sqrt(2·24·ln 2) ≈ 5.8σ, a truncation of P < 1e-8.
+    float32 on numpy: from the bit generator's raw 64-bit words, two 23-bit uniforms per
+    word (mantissa bits under the exponent of 1.0, minus 1): about 3× faster here than
+    ``Generator.random`` for float32, which draws one 32-bit value at a time. Other dtypes
+    and devices use ``rng.random``."""
+    xp = array_module(out)
+    raw = getattr(getattr(rng, "bit_generator", None), "random_raw", None)
+    if xp is not np or out.dtype != np.float32 or raw is None or not out.flags.c_contiguous:
+        return rng.random(dtype=out.dtype, out=out)
+    flat = out.reshape(-1)
+    bits = flat.view(np.uint32)
+    words = raw((flat.shape[0] + 1) // 2).view(np.uint32)[:flat.shape[0]]
+    np.right_shift(words, 9, out=bits)
+    bits |= 0x3F800000  # 1.0 ≤ value < 2.0
+    flat -= 1.0
+    return out
+
+
+def standard_normal_(rng: Any, out: Any, scale: float = 1.0) -> Any:
+    """Fill ``out`` with N(0, scale²) draws by the Box–Muller transform, in place.
+
+    Faster than numpy's float32 ziggurat on CPU (about 4 vs 13 ns a draw here, with the
+    uniforms from :func:`uniform_`), which matters for the (B, S, D) injection noise of
+    importance sampling. With 23-bit uniforms the radius is at most sqrt(2·23·ln 2) ≈ 5.6σ,
+    a truncation of P < 3e-8. ``scale`` is folded into the radius (no extra pass).
     """
     xp = array_module(out)
     flat = out.reshape(-1)
     n = flat.shape[0]
     half = (n + 1) // 2
-    u = rng.random((2, half), dtype=out.dtype)
+    u = uniform_(rng, xp.empty((2, half), dtype=out.dtype))
     r, th = u[0], u[1]
     xp.subtract(1, r, out=r)  # (0, 1]: log stays finite
     xp.log(r, out=r)
-    r *= -2
+    r *= -2 * scale * scale
     xp.sqrt(r, out=r)
+    if scale < 0:
+        r *= -1
     th *= 2 * math.pi
     xp.cos(th, out=flat[:half])
     flat[:half] *= r
