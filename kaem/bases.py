@@ -116,11 +116,10 @@ class RBF(Basis):
         return (grid[:, -1] - grid[:, 0]) * (tau / self.G)
 
     def _scaled(self, x: Any, grid: Any, tau: Any) -> Any:
-        """u = (x − t_g)/(h·τ), (..., in, nb)."""
-        w = self.width(grid, tau)[:, None]
-        u = x[..., None] - grid
-        u /= w
-        return u
+        """u = (x − t_g)/(h·τ) = x/w − t_g/w, (..., in, nb): the divisions on the small
+        operands, one pass over the large result."""
+        w = self.width(grid, tau)
+        return (x / w)[..., None] - grid / w[:, None]
 
     def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
         xp = array_module(x)
