@@ -66,7 +66,7 @@ def uniform_(rng: Any, out: Any) -> Any:
     xp = array_module(out)
     raw = getattr(getattr(rng, "bit_generator", None), "random_raw", None)
     if xp is not np or out.dtype != np.float32 or raw is None or not out.flags.c_contiguous:
-        return rng.random(dtype=out.dtype, out=out)
+        return rng.random(out.shape, dtype=out.dtype, out=out)  # cupy needs the size with out
     flat = out.reshape(-1)
     bits = flat.view(np.uint32)
     words = raw((flat.shape[0] + 1) // 2).view(np.uint32)[:flat.shape[0]]
