@@ -635,13 +635,14 @@ def config_to_ini(cfg: Config) -> str:
 
 
 # Keys added after checkpoints were first written: a stored config without one takes the
-# schema default, which must do what the code did before the key existed (gen_every only
-# adds sample grids; the mixture prior and the CNN and MLP generators are off unless
-# switched on).
-LATER_KEYS = ({("TRAINING", "gen_every"),
-               ("MixtureModel", "use_mixture_prior"), ("MixtureModel", "train_proportions"),
-               ("MixtureModel", "λ_reg"), ("MixtureModel", "use_attention_kernel")}
-              | {(s, k) for s in ("CNN", "MLP") for k in SCHEMA[s]})
+# value that does what the code did before the key existed: None means the schema default
+# (gen_every only adds sample grids; the mixture prior and the CNN and MLP generators are off
+# unless switched on); a string pins the old behaviour even if the default changes.
+LATER_KEYS = ({("TRAINING", "gen_every"): None,
+               ("MixtureModel", "use_mixture_prior"): None, ("MixtureModel", "train_proportions"): None,
+               ("MixtureModel", "λ_reg"): None, ("MixtureModel", "use_attention_kernel"): None,
+               ("GeneratorModel", "noise_sharing"): "pair"}  # ξ per (datum, sample) before the key
+              | {(s, k): None for s in ("CNN", "MLP") for k in SCHEMA[s]})
 # Keys removed since, with the one value a stored config can hold: dropped on reading.
 RETIRED_KEYS = {("EbmModel", "mixture_model"): "false"}  # a placeholder that refused true
 
@@ -654,6 +655,9 @@ def config_from_ini(text: str) -> Config:
     for (section, key), value in RETIRED_KEYS.items():
         if entries.get(section, {}).get(key, "").strip() == value:
             del entries[section][key]
+    for (section, key), value in LATER_KEYS.items():
+        if value is not None and key not in {resolve_key(section, k) for k in entries.get(section, {})}:
+            entries.setdefault(section, {})[key] = value
     cfg = _schema_defaults()
     _apply_entries(cfg, entries, "stored config")
     missing = [f"{section}.{key}" for section, fields in SCHEMA.items() for key in fields

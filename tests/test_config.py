@@ -264,6 +264,17 @@ def test_stored_config_from_before_the_mixture_section_loads() -> None:
         config_from_ini(old.replace("mixture_model = false", "mixture_model = true"))
 
 
+
+def test_stored_config_from_before_noise_sharing_keeps_pair() -> None:
+    """Checkpoints written before GeneratorModel.noise_sharing drew ξ per (datum, sample):
+    they load as `pair` whatever today's default is."""
+    sample = load_config("mnist", overrides=["GeneratorModel.noise_sharing=sample"])
+    old = config_to_ini(sample).replace("noise_sharing = sample\n", "")
+    assert "noise_sharing" not in old
+    assert config_from_ini(old)["GeneratorModel"]["noise_sharing"] == "pair"
+    assert config_from_ini(old) == load_config("mnist", overrides=["GeneratorModel.noise_sharing=pair"])
+
+
 # --- registry of bases -----------------------------------------------------------------
 
 def test_runtime_registered_basis_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
