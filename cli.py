@@ -78,7 +78,7 @@ def mode_overrides(mode: str, num_temps: int) -> list[str]:
         return ["POST_LANGEVIN.use_langevin=true", f"POST_LANGEVIN.use_autoMALA={str(mode == 'automala').lower()}",
                 f"{ti}=1"]
     if mode == "thermo":
-        return [f"{ti}=5"] if num_temps == 1 else []
+        return [f"{ti}=5"] if num_temps <= 1 else []
     from kaem.langevin import MODES
 
     raise CLIError(f"unknown --mode {mode!r}; valid: {', '.join(MODES)}")

@@ -6,7 +6,14 @@ Layout (all arrays stored on the host):
     meta                      JSON: iteration, epoch, seed, dataset, data_shape, dtype, rng state
     param/<name>              model parameters     (``KAEM.parameters()``)
     buffer/<name>             grids, frozen τ, prior domain (``KAEM.buffers()``)
-    adam/t, adam/m/<name>, adam/v/<name>   optimiser state
+    optim/type, optim/t, optim/lr     optimiser type (OPTIMIZER.type), steps taken, rate of the
+                                      last step (the LR schedule is a function of the stored
+                                      iteration, kaem/optim.py, so this is all of its state)
+    optim/<slot>/<name>               the optimiser's per-parameter state, e.g. optim/m/<name>
+                                      and optim/v/<name> for Adam, optim/v/<name> for Nesterov
+                                      (``Optimizer.state_dict``; ``load_state_dict`` checks it)
+
+Version 2 (optimiser group ``optim/`` with its type) replaced version 1 (Adam only, ``adam/``).
 
 Files are written atomically (``kaem/atomic.py``): an interrupted write never leaves a half
 checkpoint under the real name.
@@ -25,8 +32,8 @@ from .atomic import atomic_open
 from .backend import to_numpy
 
 FORMAT = "kaem-checkpoint"
-VERSION = 1
-GROUPS = {"param/": "params", "buffer/": "buffers", "adam/": "optimizer"}  # entry prefix -> key of load_checkpoint's dict
+VERSION = 2
+GROUPS = {"param/": "params", "buffer/": "buffers", "optim/": "optimizer"}  # entry prefix -> key of load_checkpoint's dict
 _HEADER = ("format", "version", "config", "meta")
 _OPT_PREFIX = next(p for p, key in GROUPS.items() if key == "optimizer")
 
@@ -145,6 +152,11 @@ def _check_entries(data: dict[str, np.ndarray], path: str) -> None:
         if prefix is None:
             raise _fail(path, key, f"unexpected entry (valid: {', '.join(_HEADER)} and "
                                    f"{', '.join(g + '<name>' for g in GROUPS)})")
+        if key == _OPT_PREFIX + "type":  # the one string of the groups: the optimiser's name
+            if arr.shape != () or arr.dtype.kind != "U":
+                raise _fail(path, key, f"expected a single string, got an array of shape {arr.shape} "
+                                       f"and dtype {arr.dtype}")
+            continue
         if arr.dtype.kind not in "fiub":
             raise _fail(path, key, f"expected numbers, got dtype {arr.dtype}")
         if arr.dtype.kind == "f" and (np.isnan(arr).any() if prefix == "buffer/" else not np.isfinite(arr).all()):

@@ -39,10 +39,11 @@ ChoiceSource = Union[tuple, Callable[[], Iterable[str]]]
 class Field:
     """One key: its value kind, default and constraints.
 
-    kind is one of "int", "float", "bool", "choice", "int_list", "float_pair".
+    kind is one of "int", "float", "bool", "choice", "int_list", "float_pair", "float_list".
     ``ge``/``gt``/``le`` bound numbers (and each item of a list or pair); ``choices`` is a
     tuple or a function returning the valid names (looked up at validation time);
-    ``min_len`` is the least number of entries of an int list.
+    ``min_len`` is the least number of entries of an int list (0: may be empty);
+    ``length`` is the exact number of entries of a float list.
     """
 
     kind: str
@@ -52,6 +53,7 @@ class Field:
     le: Optional[float] = None
     choices: Optional[ChoiceSource] = None
     min_len: int = 1
+    length: int = 0
 
 
 def integer(default: int, ge: Optional[int] = None, le: Optional[int] = None) -> Field:
@@ -80,6 +82,11 @@ def int_list(default: tuple, ge: Optional[int] = None, min_len: int = 1, le: Opt
     return Field("int_list", tuple(default), ge=ge, min_len=min_len, le=le)
 
 
+def float_list(default: tuple, ge: Optional[float] = None, le: Optional[float] = None) -> Field:
+    """Exactly len(default) comma-separated floats, in any order, stored as a tuple."""
+    return Field("float_list", tuple(float(x) for x in default), ge=ge, le=le, length=len(default))
+
+
 def float_pair(default: tuple, gt: Optional[float] = None) -> Field:
     """Two comma-separated floats ``lo, hi`` with lo < hi, stored as a tuple."""
     return Field("float_pair", (float(default[0]), float(default[1])), gt=gt)
@@ -87,6 +94,12 @@ def float_pair(default: tuple, gt: Optional[float] = None) -> Field:
 
 ACTIVATIONS = ("silu", "gelu", "relu", "leakyrelu", "tanh", "sigmoid", "elu", "selu",
                "celu", "hardswish", "swish", "identity", "none")
+
+
+def optimizer_names() -> list:
+    """Valid ``OPTIMIZER.type`` names: the keys of ``kaem.optim.OPTIMIZERS``."""
+    from .optim import OPTIMIZERS
+    return list(OPTIMIZERS)
 
 
 def basis_names() -> list:
@@ -187,7 +200,7 @@ SCHEMA: dict = {
         "use_autoMALA": flag(False),
     },
     "THERMODYNAMIC_INTEGRATION": {
-        "num_temps": integer(1, ge=1, le=MAX_TEMPS),
+        "num_temps": integer(1, ge=0, le=MAX_TEMPS),  # 0 or 1: no thermodynamic integration
         "p_start": real(10.0, gt=0),
         "p_end": real(1.0, gt=0),
         "num_cycles": integer(0, ge=0, le=MAX_TEMPS),
@@ -205,14 +218,22 @@ SCHEMA: dict = {
         "resampling_threshold_factor": real(0.5, ge=0, le=1),
         "eps": real(0.0001, gt=0),
         "update_grid": flag(True),
-        "checkpoint_every": integer(1, ge=1, le=MAX_COUNT),  # epochs
+        "checkpoint_every": integer(1, ge=-1, le=MAX_COUNT),  # epochs; 0 or -1: only at the end
         "gen_every": integer(1, ge=0, le=MAX_COUNT),  # epochs between sample grids OUT/samples/epoch_NNN.png; 0 = none
         "eval_importance_samples": integer(1000, ge=1, le=MAX_EVAL_SAMPLES),
         "dtype": choice("float32", ("float32", "float64")),
     },
-    "OPTIMIZER": {
-        "type": choice("adam", ("adam",)),
+    "OPTIMIZER": {  # what each key means for each type: kaem/optim.py
+        "type": choice("adam", optimizer_names),
         "learning_rate": real(0.001, gt=0),
+        "betas": float_list((0.9, 0.999), ge=0, le=1),  # < 1: check_config
+        "ε": real(1e-8, gt=0),
+        "ρ": real(0.9, ge=0, le=1),  # < 1: check_config
+        "decay": real(0.0, ge=0),  # adamw's weight decay λ
+    },
+    "LR_SCHEDULE": {  # learning rate × decay at each milestone epoch (none by default)
+        "decay": real(1.0, gt=0, le=1),
+        "milestone_epochs": int_list((), ge=1, min_len=0, le=MAX_COUNT),
     },
 }
 
@@ -269,7 +290,7 @@ def preset_dataset(preset: str) -> str:
 
 # ASCII spellings of the Greek letters used in key names.
 GREEK_TO_ASCII = {"ε": "eps", "μ": "mu", "σ": "sigma", "τ": "tau", "π": "pi",
-                  "λ": "lambda", "η": "eta"}
+                  "λ": "lambda", "η": "eta", "ρ": "rho"}
 
 OVERRIDE_FORM = "SECTION.key=value (e.g. EbmModel.grid_size=30)"
 
@@ -361,7 +382,10 @@ def expected_text(field: Field) -> str:
     if field.kind == "choice":
         return f"one of: {', '.join(choices_of(field))}"
     if field.kind == "int_list":
-        return (f"a comma-separated list of at least {field.min_len} integer(s)"
+        size = f"at least {field.min_len} integer(s)" if field.min_len else "integers (or nothing)"
+        return f"a comma-separated list of {size}" + (f", each{bounds}" if bounds else "")
+    if field.kind == "float_list":
+        return (f"{field.length} comma-separated finite floats"
                 + (f", each{bounds}" if bounds else ""))
     if field.kind == "float_pair":
         return ("two comma-separated floats 'lo, hi' with lo < hi"
@@ -415,9 +439,14 @@ def parse_value(field: Field, raw: str) -> Any:
     elif field.kind == "choice":
         return _parse_choice(field, raw)
     elif field.kind == "int_list":
-        value = tuple(_parse_int(item) for item in _split_items(raw))
+        value = tuple(_parse_int(item) for item in _split_items(raw)) if raw.strip() or field.min_len else ()
         if len(value) < field.min_len:
             raise ValueError("too short")
+        numbers = list(value)
+    elif field.kind == "float_list":
+        value = tuple(_parse_float(item) for item in _split_items(raw))
+        if len(value) != field.length:
+            raise ValueError("wrong length")
         numbers = list(value)
     elif field.kind == "float_pair":
         value = tuple(_parse_float(item) for item in _split_items(raw))
@@ -520,6 +549,24 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"MixtureModel.λ_reg = {mix['λ_reg']!r}: not built (the reference's "
                           "penalty λ·Σ|α| is constant for softmax proportions, each row of α "
                           "sums to 1, so it changes no gradient); use 0")
+    _check_optimizer(cfg)
+
+
+def _check_optimizer(cfg: Config) -> None:
+    """[OPTIMIZER] and [LR_SCHEDULE]: rates that keep the moments bounded, weight decay only
+    where it is used, milestones in order."""
+    opt = cfg["OPTIMIZER"]
+    for key, values in (("betas", opt["betas"]), ("ρ", (opt["ρ"],))):
+        if not all(v < 1 for v in values):
+            raise ConfigError(f"OPTIMIZER.{key} = {format_value(opt[key])}: must be < 1 "
+                              "(an exponential average needs a factor in [0, 1))")
+    if opt["decay"] != 0 and opt["type"] != "adamw":
+        raise ConfigError(f"OPTIMIZER.decay = {opt['decay']!r} is weight decay, which only "
+                          f"type = adamw uses (type is {opt['type']}); use 0 or type = adamw")
+    milestones = cfg["LR_SCHEDULE"]["milestone_epochs"]
+    if any(a >= b for a, b in zip(milestones, milestones[1:])):
+        raise ConfigError(f"LR_SCHEDULE.milestone_epochs = {format_value(milestones)}: must be "
+                          "strictly increasing epochs")
 
 
 def check_generator_choice(cfg: Config) -> None:

@@ -1,9 +1,10 @@
-"""The training loop: minibatches, gradient steps, Adam, logging, checkpoints.
+"""The training loop: minibatches, gradient steps, the optimiser, logging, checkpoints.
 
 One iteration = one minibatch of B data: the objective the config selects
 (``kaem.langevin.objective_mode``: importance sampling, Langevin MLE with ULA or autoMALA,
 or thermodynamic integration) fills the gradients, a finiteness
-check guards the update, Adam applies it. Every epoch the held-out log-likelihood and
+check guards the update, the configured optimiser applies it at the learning rate of the
+step schedule ([LR_SCHEDULE]). Every epoch the held-out log-likelihood and
 test MSE are estimated, a CSV row is appended, and a checkpoint is written atomically.
 A NaN/inf loss, gradient or updated parameter stops training with an error after saving
 ``last_good.npz`` (the parameters of the last finite forward pass, ``kaem/guard.py``),
@@ -31,7 +32,7 @@ from .images import save_sample_grid
 from .importance import posterior_draws
 from .langevin import objective_mode, training_step
 from .model import KAEM
-from .optim import Adam
+from .optim import StepSchedule, make_optimizer
 from .signals import Abandon, Interrupted, StopRequest, signal_name
 
 CSV_COLUMNS = ("time_s", "epoch", "iteration", "train_loss", "heldout_loglik_nats",
@@ -91,7 +92,8 @@ class Trainer:
         self.model, self.be, self.out_dir, self.seed, self.dataset = model, be, out_dir, seed, dataset
         self.data_info = data_info or {}  # kaem.datasets.dataset_info: resize, darcy's scaling, ...
         self.t = cfg["TRAINING"]
-        self.opt = Adam(model.parameters(), lr=cfg["OPTIMIZER"]["learning_rate"])
+        self.opt = make_optimizer(model.parameters(), cfg["OPTIMIZER"])
+        self.schedule = StepSchedule.from_config(cfg)
         self.x_train = be.asarray(x_train.reshape(x_train.shape[0], -1))
         self.x_test = be.asarray(x_test.reshape(x_test.shape[0], -1))
         self.batch = min(self.t["batch_size"], self.x_train.shape[0])
@@ -237,7 +239,8 @@ class Trainer:
                 epoch_end = self.iteration % self.iters_per_epoch == 0
                 if self.row_pending:  # set by the iteration at an epoch end or the last one
                     rows.append(self._flush_row())
-                    if not epoch_end or self.epoch % self.t["checkpoint_every"] == 0 or self.iteration == total:
+                    every = self.t["checkpoint_every"]  # <= 0: only at the end
+                    if not epoch_end or (every > 0 and self.epoch % every == 0) or self.iteration == total:
                         self._save_ckpt()
         except Abandon:
             pass  # the iteration or row in progress was given up; what is complete is saved below
@@ -261,6 +264,7 @@ class Trainer:
                 raise TrainingError(self._save_last_good(bad))
             with self.stop.critical():  # the update and its bookkeeping happen entirely or not at all
                 self.guard.keep(self.iteration)
+                self._set_lr()
                 self.opt.step(self.model.gradients())
                 if not self.guard.params_finite():
                     raise TrainingError(self._save_last_good("parameters after the optimiser step"))
@@ -322,6 +326,13 @@ class Trainer:
         path = os.path.join(self.out_dir, "samples", f"epoch_{self.epoch:03d}.png")
         save_sample_grid(path, self.model, SAMPLE_GRID_N, sample_grid_rng(self.be, self.seed))
         return path
+
+    def _set_lr(self) -> None:
+        """The schedule's rate for this epoch; a change is logged."""
+        lr = self.schedule.lr_at(self.epoch)
+        if lr != self.opt.lr:
+            self.log(f"[epoch {self.epoch}] learning rate {self.opt.lr:g} -> {lr:g}")
+            self.opt.lr = lr
 
     def _epoch_mean(self, values: list[Any]) -> float:
         """Mean of the finite per-iteration values (device scalars or floats); NaN if none.

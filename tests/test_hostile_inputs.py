@@ -66,8 +66,8 @@ def _entries(good, drop=(), **changes):
 def _case_list(good):
     """(name, entries, words the error must contain)."""
     m = "param/prior.coef" if "param/prior.coef" in good else next(k for k in good if k.startswith("param/"))
-    a = next(k for k in good if k.startswith("adam/m/"))
-    v = next(k for k in good if k.startswith("adam/v/"))
+    a = next(k for k in good if k.startswith("optim/m/"))
+    v = next(k for k in good if k.startswith("optim/v/"))
     return [
         ("meta is a list", _entries(good, meta=np.array("[1, 2]")), ["meta", "JSON object"]),
         ("meta is not JSON", _entries(good, meta=np.array("{iteration")), ["meta", "JSON"]),
@@ -100,9 +100,9 @@ def _case_list(good):
         ("parameter dtype", _entries(good, **{m: good[m].astype(np.float64)}), [m, "float64"]),
         ("parameter text", _entries(good, **{m: np.array(["a", "b"])}), [m, "dtype"]),
         ("NaN parameter", _entries(good, **{m: np.full_like(good[m], np.nan)}), [m, "NaN or inf"]),
-        ("resume: optimiser state wrong shape", _entries(good, **{a: np.ones(3, np.float32)}), ["optimiser state", a[5:]]),
-        ("resume: optimiser state missing", _entries(good, drop=(v,)), ["optimiser state", v]),
-        ("resume: optimiser step garbage", _entries(good, **{"adam/t": np.array([1, 2])}), ["optimiser state", "t"]),
+        ("resume: optimiser state wrong shape", _entries(good, **{a: np.ones(3, np.float32)}), ["optimiser state", a[6:]]),
+        ("resume: optimiser state missing", _entries(good, drop=(v,)), ["optimiser state", v[6:]]),
+        ("resume: optimiser step garbage", _entries(good, **{"optim/t": np.array([1, 2])}), ["optimiser state", "t"]),
         ("resume: negative second moments", _entries(good, **{v: -np.ones_like(good[v])}), ["optimiser state", "negative"]),
     ]
 
