@@ -303,6 +303,105 @@ def ascii_alias(key: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# Reference keys of features not built here ("accepted but inert")
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Inert:
+    """A key of the reference's INI files that this package accepts without using it.
+
+    ``inactive`` is the value that asks for nothing (``false`` for a switch, ``FP32`` for a
+    precision); another value is a ConfigError naming ``feature``. ``inactive = None``
+    accepts any value: the key has no effect here and ``feature`` says why. Inert values
+    are checked, then dropped: they are not part of a Config, nor of a checkpoint's config.
+    """
+
+    feature: str
+    inactive: Any = None
+
+
+def _off(feature: str) -> Inert:
+    """A switch of an unbuilt feature: only ``false`` is accepted."""
+    return Inert(feature, False)
+
+
+def _ignored(why: str) -> Inert:
+    """A key with no effect here: any value is accepted."""
+    return Inert(why)
+
+
+def _all_ignored(why: str, *keys: str) -> dict:
+    return {key: _ignored(why) for key in keys}
+
+
+_FP32 = Inert("mixed precision (the float type is TRAINING.dtype)", "FP32")
+
+# Every key of the reference's files (tests/fixtures/reference-configs/) that SCHEMA lacks.
+# A SCHEMA key always wins over an entry here: when a feature is built, its keys move to
+# SCHEMA and leave this table (tests/test_reference_configs.py checks there is no overlap).
+INERT_KEYS: dict = {
+    "EbmModel": {"layernorm": _off("layer normalisation in the KAN layers")},
+    "GeneratorModel": {"layernorm": _off("layer normalisation in the KAN layers"),
+                       "perceptual_scale": _ignored("the perceptual loss is off")},
+    # The mixture prior (issue 7) is being built: until then its section is accepted when
+    # it is switched off.
+    "MixtureModel": {"use_mixture_prior": _off("the mixture prior"),
+                     **_all_ignored("the mixture prior is off", "λ_reg", "use_attention_kernel",
+                                    "train_proportions")},
+    "TRAINING": {"use_perceptual_loss": _off("the perceptual loss"),
+                 "num_generated_samples": _ignored("samples are drawn by `cli.py sample --n`"),
+                 "batch_size_for_gen": _ignored("`cli.py sample` batches by itself"),
+                 "gen_every": _ignored("samples are drawn from a checkpoint by `cli.py sample`"),
+                 "use_gpu": _ignored("the device is chosen by --device"),
+                 "dataset": _ignored("the dataset is chosen by --dataset or --preset"),
+                 "verbose": _ignored("progress is always printed")},
+    "OPTIMIZER": {"l-bfgs_memory": _ignored("L-BFGS is not an OPTIMIZER.type here")},
+    "LINE_SEARCH": _all_ignored("line search is for L-BFGS, not an OPTIMIZER.type here",
+                                "type", "c_1", "c_2", "rho"),
+    "MIXED_PRECISION": {"full_precision": _FP32, "reduced_precision": _FP32,
+                        "loss_scaling": _ignored("FP32 needs no loss scaling")},
+    "PCA": {"use_pca": _off("PCA of the data"), "pca_components": _ignored("PCA is off")},
+    "SYMBOLIC_REG": {"regularize_prior": _off("symbolic regularisation of the KAN functions"),
+                     "regularize_gen": _off("symbolic regularisation of the KAN functions"),
+                     **_all_ignored("symbolic regularisation is off", "nonlin_threshold", "reg_factor",
+                                    "λ_total", "λ_l1", "λ_entropy", "λ_coef", "λ_coefdiff")},
+    "SEQ": _all_ignored("text (sequence) data are not built; image data ignore [SEQ]",
+                        "sequence_length", "vocab_size", "activation", "d_model"),
+    "TUNING": _all_ignored("hyperparameter tuning is not built", "sampler", "num_trials"),
+}
+
+
+def inert_entry(section: str, key: str) -> Optional[tuple]:
+    """(canonical key, Inert) if ``section.key`` (ASCII aliases allowed) is an inert
+    reference key, None otherwise, and always None for a SCHEMA key."""
+    if section in SCHEMA and any(key in (k, ascii_alias(k)) for k in SCHEMA[section]):
+        return None
+    for name, spec in INERT_KEYS.get(section, {}).items():
+        if key in (name, ascii_alias(name)):
+            return name, spec
+    return None
+
+
+def check_inert(section: str, key: str, spec: Inert, raw: str) -> None:
+    """Accept an inert key's value if it asks for nothing; else a ConfigError naming the
+    feature and the value to use."""
+    if spec.inactive is None:
+        return
+    text = raw.strip()
+    if isinstance(spec.inactive, bool):
+        try:
+            active = _parse_bool(text) != spec.inactive
+        except ValueError:
+            raise ConfigError(f"bad value {text!r} for {section}.{key}: expected "
+                              f"{expected_text(flag(False))}") from None
+    else:
+        active = text.lower() != spec.inactive.lower()
+    if active:
+        raise ConfigError(f"{section}.{key} = {text} asks for {spec.feature}, which this package "
+                          f"does not build; use {format_value(spec.inactive)} (or leave the key out)")
+
+
+# ---------------------------------------------------------------------------------------
 # Name resolution
 # ---------------------------------------------------------------------------------------
 
@@ -317,20 +416,20 @@ def resolve_section(section: str) -> str:
     """Check a section name (case-sensitive) and return it."""
     if section in SCHEMA:
         return section
-    valid = list(SCHEMA)
+    valid = list(SCHEMA) + [s for s in INERT_KEYS if s not in SCHEMA]
     raise ConfigError(f"unknown section {section!r}{_suggestion(section, valid)}; "
                       f"valid sections: {', '.join(valid)}")
 
 
 def resolve_key(section: str, key: str) -> str:
     """Return the canonical (unicode) name of ``key`` in ``section``; accepts ASCII aliases."""
-    fields = SCHEMA[resolve_section(section)]
+    fields = {} if section in INERT_KEYS and section not in SCHEMA else SCHEMA[resolve_section(section)]
     if key in fields:
         return key
     for canonical in fields:
         if ascii_alias(canonical) == key:
             return canonical
-    valid = list(fields)
+    valid = list(fields) + list(INERT_KEYS.get(section, {}))
     raise ConfigError(f"unknown key {key!r} in section [{section}]"
                       f"{_suggestion(key, valid + [ascii_alias(k) for k in valid])}; "
                       f"valid keys: {', '.join(valid)} "
@@ -501,7 +600,12 @@ class Config:
         return self.sections[resolve_section(section)][resolve_key(section, key)]
 
     def set(self, section: str, key: str, raw: str) -> None:
-        """Parse and check one raw string value and store it (cross-checks not run)."""
+        """Parse and check one raw string value and store it (cross-checks not run). An
+        inert reference key (INERT_KEYS) is checked and not stored."""
+        inert = inert_entry(section, key)
+        if inert is not None:
+            check_inert(section, *inert, raw)
+            return
         section = resolve_section(section)
         key = resolve_key(section, key)
         field = SCHEMA[section][key]
@@ -601,7 +705,8 @@ def _apply_entries(cfg: Config, entries: dict, where: str) -> None:
     for section, values in entries.items():
         for key, raw in values.items():
             try:
-                canonical = resolve_key(section, key)
+                inert = inert_entry(section, key)
+                canonical = inert[0] if inert else resolve_key(section, key)
                 if (section, canonical) in seen:
                     raise ConfigError(f"{section}.{canonical} is given twice (as "
                                       f"{seen[section, canonical]!r} and {key!r})")
