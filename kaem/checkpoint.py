@@ -13,7 +13,8 @@ Layout (all arrays stored on the host):
                                       and optim/v/<name> for Adam, optim/v/<name> for Nesterov
                                       (``Optimizer.state_dict``; ``load_state_dict`` checks it)
 
-Version 2 (optimiser group ``optim/`` with its type) replaced version 1 (Adam only, ``adam/``).
+Version 2 (optimiser group ``optim/`` with its type) replaced version 1 (Adam only, group
+``adam/`` without type and rate), which is still read: as an Adam state.
 
 Files are written atomically (``kaem/atomic.py``): an interrupted write never leaves a half
 checkpoint under the real name.
@@ -33,6 +34,7 @@ from .backend import to_numpy
 
 FORMAT = "kaem-checkpoint"
 VERSION = 2
+READABLE_VERSIONS = (1, 2)
 GROUPS = {"param/": "params", "buffer/": "buffers", "optim/": "optimizer"}  # entry prefix -> key of load_checkpoint's dict
 _HEADER = ("format", "version", "config", "meta")
 _OPT_PREFIX = next(p for p, key in GROUPS.items() if key == "optimizer")
@@ -164,6 +166,17 @@ def _check_entries(data: dict[str, np.ndarray], path: str) -> None:
                                    "(or damaged)")
 
 
+def _upgrade(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A version-1 file (Adam's state under adam/, without type and rate) in the version-2
+    layout; other files unchanged."""
+    v = data.get("version")
+    if v is None or v.shape != () or v.dtype.kind not in "iu" or int(v) != 1:
+        return data
+    out = {("optim/" + k[len("adam/"):] if k.startswith("adam/") else k): a for k, a in data.items()}
+    out.update({"version": np.array(VERSION), "optim/type": np.array("adam")})
+    return out
+
+
 def load_checkpoint(path: str, for_resume: bool = False, with_data: bool = False) -> dict[str, Any]:
     """Read and validate a checkpoint into host arrays.
 
@@ -193,10 +206,11 @@ def load_checkpoint(path: str, for_resume: bool = False, with_data: bool = False
         raise CheckpointError(f"checkpoint {path!r} is too large for the memory available") from None
     if "format" not in data or data["format"].shape != () or str(data["format"]) != FORMAT:
         raise CheckpointError(f"{path!r} is not a KAEM checkpoint (no '{FORMAT}' format tag)")
+    data = _upgrade(data)
     _check_entries(data, path)
     if int(data["version"]) != VERSION:
-        raise CheckpointError(f"{path!r} has checkpoint version {int(data['version'])}; "
-                              f"this code reads version {VERSION}")
+        raise CheckpointError(f"{path!r} has checkpoint version {int(data['version'])}; this code reads "
+                              f"versions {', '.join(map(str, READABLE_VERSIONS))}")
     try:
         meta = json.loads(str(data["meta"]))
     except ValueError as e:

@@ -343,15 +343,9 @@ INERT_KEYS: dict = {
     "EbmModel": {"layernorm": _off("layer normalisation in the KAN layers")},
     "GeneratorModel": {"layernorm": _off("layer normalisation in the KAN layers"),
                        "perceptual_scale": _ignored("the perceptual loss is off")},
-    # The mixture prior (issue 7) is being built: until then its section is accepted when
-    # it is switched off.
-    "MixtureModel": {"use_mixture_prior": _off("the mixture prior"),
-                     **_all_ignored("the mixture prior is off", "λ_reg", "use_attention_kernel",
-                                    "train_proportions")},
     "TRAINING": {"use_perceptual_loss": _off("the perceptual loss"),
                  "num_generated_samples": _ignored("samples are drawn by `cli.py sample --n`"),
                  "batch_size_for_gen": _ignored("`cli.py sample` batches by itself"),
-                 "gen_every": _ignored("samples are drawn from a checkpoint by `cli.py sample`"),
                  "use_gpu": _ignored("the device is chosen by --device"),
                  "dataset": _ignored("the dataset is chosen by --dataset or --preset"),
                  "verbose": _ignored("progress is always printed")},
@@ -789,12 +783,14 @@ def config_to_ini(cfg: Config) -> str:
 # Keys added after checkpoints were first written: a stored config without one takes the
 # value that does what the code did before the key existed: None means the schema default
 # (gen_every only adds sample grids; the mixture prior and the CNN and MLP generators are off
-# unless switched on); a string pins the old behaviour even if the default changes.
+# unless switched on; the optimiser keys default to the Adam that was the only one, no
+# schedule); a string pins the old behaviour even if the default changes.
 LATER_KEYS = ({("TRAINING", "gen_every"): None,
                ("MixtureModel", "use_mixture_prior"): None, ("MixtureModel", "train_proportions"): None,
                ("MixtureModel", "λ_reg"): None, ("MixtureModel", "use_attention_kernel"): None,
                ("GeneratorModel", "noise_sharing"): "pair"}  # ξ per (datum, sample) before the key
-              | {(s, k): None for s in ("CNN", "MLP") for k in SCHEMA[s]})
+              | {("OPTIMIZER", k): None for k in ("betas", "ε", "ρ", "decay")}
+              | {(s, k): None for s in ("CNN", "MLP", "LR_SCHEDULE") for k in SCHEMA[s]})
 # Keys removed since, with the one value a stored config can hold: dropped on reading.
 RETIRED_KEYS = {("EbmModel", "mixture_model"): "false"}  # a placeholder that refused true
 

@@ -89,7 +89,7 @@ class Optimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict`` output (arrays may be host arrays). Everything is checked
         before anything changes; a problem raises :class:`OptimizerStateError` naming the
-        field."""
+        field. ``lr`` may be absent (version-1 checkpoints): the current rate is kept."""
         kind = str(state.get("type", ""))
         if kind != self.name:
             raise OptimizerStateError(f"field 'type' is {kind!r} but the config's OPTIMIZER.type "
@@ -97,7 +97,7 @@ class Optimizer:
         t = _scalar(state, "t")
         if t is None or t != int(t) or t < 0:
             raise OptimizerStateError(f"field 't' must be a step count >= 0, got {state.get('t')!r}")
-        lr = _scalar(state, "lr")
+        lr = _scalar(state, "lr") if "lr" in state else self.lr
         if lr is None or not (math.isfinite(lr) and lr > 0):
             raise OptimizerStateError(f"field 'lr' must be a finite rate > 0, got {state.get('lr')!r}")
         expected = {f"{s}/{k}" for s in self.slots for k in self.params}

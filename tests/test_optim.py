@@ -213,3 +213,36 @@ def test_resume_across_a_milestone_is_exact(data_dir, tmp_path, capsys):
         assert a[group].keys() == b[group].keys()
         for k in a[group]:
             np.testing.assert_array_equal(a[group][k], b[group][k], err_msg=f"{group} {k}")
+
+
+def test_version_1_checkpoint_still_resumes_as_adam(tmp_path, be64):
+    """A checkpoint of format version 1 (Adam state under adam/, a stored config without the
+    optimiser keys added since) loads: as Adam, with the defaults older code used."""
+    import re
+
+    from conftest import tiny_config
+    from kaem.checkpoint import load_checkpoint, restore_model
+    from kaem.model import KAEM
+    from kaem.train import Trainer
+
+    x = np.random.default_rng(0).random((20, 6))
+    tr = Trainer(KAEM(tiny_config(), (1, 2, 3), be64), be64, x, x[:5], str(tmp_path), log=lambda m: None)
+    tr.run(epochs=1)
+    new = str(tmp_path / "ckpt.npz")
+    with np.load(new) as z:
+        arrays = {k: z[k] for k in z.files}
+    text = str(arrays["config"])
+    text = re.sub(r"\n(betas|ε|ρ|decay) = [^\n]*", "", text.split("[LR_SCHEDULE]")[0])
+    old = {("adam/" + k[6:] if k.startswith("optim/") else k): v for k, v in arrays.items()
+           if k not in ("optim/type", "optim/lr")}
+    old.update(version=np.array(1), config=np.array(text))
+    np.savez(tmp_path / "v1.npz", **old)
+
+    ckpt = load_checkpoint(str(tmp_path / "v1.npz"))
+    model = restore_model(ckpt, be64)
+    tr2 = Trainer(model, be64, x, x[:5], str(tmp_path / "resumed"), log=lambda m: None)
+    tr2.restore(ckpt)
+    assert tr2.opt.name == "adam" and tr2.opt.t == tr.opt.t and tr2.opt.lr == 0.001
+    for s in ("m", "v"):
+        for k, a in tr.opt.state[s].items():
+            np.testing.assert_array_equal(tr2.opt.state[s][k], a)
