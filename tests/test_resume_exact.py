@@ -146,3 +146,30 @@ def test_signal_during_the_epoch_evaluation_leaves_the_row_pending(be64, tmp_pat
     assert meta["iteration"] == 4 and meta["row_pending"]
     _resumed(be64, tmp_path).run(EPOCHS)
     _assert_same(_state(tmp_path), straight["is"])
+
+
+OPTIMIZER_SETTINGS = {"adam": [], "adamw": ["OPTIMIZER.decay=0.01"], "sgd": [], "momentum": ["OPTIMIZER.ρ=0.8"],
+                      "nesterov": [], "rmsprop": ["OPTIMIZER.ρ=0.95"]}
+
+
+@pytest.mark.parametrize("kind", list(OPTIMIZER_SETTINGS))
+def test_every_optimiser_resumes_exactly_across_a_milestone(kind, be64, tmp_path):
+    """Each OPTIMIZER.type with a rate decay at epoch 1: stopped at iteration 3 (epoch 0), the
+    resumed run crosses the milestone and ends equal to the uninterrupted run, state and rate."""
+    from kaem.optim import OPTIMIZERS
+
+    assert sorted(OPTIMIZER_SETTINGS) == sorted(OPTIMIZERS)  # a new optimiser gets a case here
+    x, xt = _data()
+    extra = [f"OPTIMIZER.type={kind}", "LR_SCHEDULE.decay=0.5", "LR_SCHEDULE.milestone_epochs=1",
+             *OPTIMIZER_SETTINGS[kind]]
+    runs = {}
+    for name, max_iters in (("straight", None), ("split", 3)):
+        out = tmp_path / name
+        model = KAEM(tiny_config(*COMMON, *extra), SHAPE, be64, seed=0)
+        Trainer(model, be64, x, xt, str(out), seed=3, log=lambda m: None).run(EPOCHS, max_iters=max_iters)
+        runs[name] = out
+    assert load_checkpoint(os.path.join(runs["split"], "ckpt.npz"))["meta"]["iteration"] == 3
+    _resumed(be64, runs["split"]).run(EPOCHS)
+    a, b = _state(runs["split"]), _state(runs["straight"])
+    _assert_same(a, b, rows=False)
+    assert str(a[0]["optimizer"]["type"]) == kind and float(a[0]["optimizer"]["lr"]) == 0.0005
