@@ -31,6 +31,7 @@ import numpy as np
 
 from .atomic import atomic_open
 from .backend import to_numpy
+from .optim import OptimizerStateError
 
 FORMAT = "kaem-checkpoint"
 VERSION = 2
@@ -278,6 +279,8 @@ def restore_optimizer(opt: Any, ckpt: dict[str, Any]) -> None:
                               "the run's ckpt.npz instead")
     try:
         opt.load_state_dict(ckpt["optimizer"])
+    except OptimizerStateError as e:  # names the entry, as the field checks of load_checkpoint do
+        raise _fail(path, _OPT_PREFIX + e.field, f"optimiser state: {e.problem}") from None
     except KeyError as e:
         raise _fail(path, "optimiser state", f"missing entry {_OPT_PREFIX}{e.args[0]}") from None
     except (ValueError, TypeError, IndexError) as e:

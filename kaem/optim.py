@@ -50,7 +50,12 @@ from .backend import array_module
 
 
 class OptimizerStateError(ValueError):
-    """A stored optimiser state that does not fit this optimiser (names the bad field)."""
+    """A stored optimiser state that does not fit this optimiser: ``field`` (a key of
+    ``state_dict``) and what is wrong with it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"field {field!r} {problem}")
+        self.field, self.problem = field, problem
 
 
 class Optimizer:
@@ -92,32 +97,29 @@ class Optimizer:
         field. ``lr`` may be absent (version-1 checkpoints): the current rate is kept."""
         kind = str(state.get("type", ""))
         if kind != self.name:
-            raise OptimizerStateError(f"field 'type' is {kind!r} but the config's OPTIMIZER.type "
-                                      f"is {self.name!r}")
+            raise OptimizerStateError("type", f"is {kind!r} but the config's OPTIMIZER.type is {self.name!r}")
         t = _scalar(state, "t")
         if t is None or t != int(t) or t < 0:
-            raise OptimizerStateError(f"field 't' must be a step count >= 0, got {state.get('t')!r}")
+            raise OptimizerStateError("t", f"must be a step count >= 0, got {state.get('t')!r}")
         lr = _scalar(state, "lr") if "lr" in state else self.lr
         if lr is None or not (math.isfinite(lr) and lr > 0):
-            raise OptimizerStateError(f"field 'lr' must be a finite rate > 0, got {state.get('lr')!r}")
+            raise OptimizerStateError("lr", f"must be a finite rate > 0, got {state.get('lr')!r}")
         expected = {f"{s}/{k}" for s in self.slots for k in self.params}
         unknown = sorted(set(state) - expected - {"type", "t", "lr"})
         if unknown:
-            raise OptimizerStateError(f"field {unknown[0]!r} does not belong to a {self.name!r} "
-                                      "optimiser of this model")
+            raise OptimizerStateError(unknown[0], f"does not belong to a {self.name!r} optimiser of this model")
         for s in self.slots:
             for k, p in self.params.items():
                 field = f"{s}/{k}"
                 if field not in state:
-                    raise OptimizerStateError(f"field {field!r} is missing")
+                    raise OptimizerStateError(field, "is missing")
                 a = np.asarray(state[field]) if not hasattr(state[field], "get") else state[field]
                 if tuple(a.shape) != tuple(p.shape):
-                    raise OptimizerStateError(f"field {field!r} has shape {tuple(a.shape)}, "
-                                              f"the parameter has {tuple(p.shape)}")
+                    raise OptimizerStateError(field, f"has shape {tuple(a.shape)}, the parameter has {tuple(p.shape)}")
                 if a.dtype.kind != "f" or not bool(array_module(a).isfinite(a).all()):
-                    raise OptimizerStateError(f"field {field!r} is not a finite float array")
+                    raise OptimizerStateError(field, "is not a finite float array")
                 if s in self.nonnegative and bool((a < 0).any()):
-                    raise OptimizerStateError(f"field {field!r} holds negative values (a mean square cannot)")
+                    raise OptimizerStateError(field, "holds negative values (a mean square cannot)")
         self.t, self.lr = int(t), float(lr)
         for s, arrays in self.state.items():
             for k, a in arrays.items():

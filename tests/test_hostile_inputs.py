@@ -100,10 +100,14 @@ def _case_list(good):
         ("parameter dtype", _entries(good, **{m: good[m].astype(np.float64)}), [m, "float64"]),
         ("parameter text", _entries(good, **{m: np.array(["a", "b"])}), [m, "dtype"]),
         ("NaN parameter", _entries(good, **{m: np.full_like(good[m], np.nan)}), [m, "NaN or inf"]),
-        ("resume: optimiser state wrong shape", _entries(good, **{a: np.ones(3, np.float32)}), ["optimiser state", a[6:]]),
-        ("resume: optimiser state missing", _entries(good, drop=(v,)), ["optimiser state", v[6:]]),
-        ("resume: optimiser step garbage", _entries(good, **{"optim/t": np.array([1, 2])}), ["optimiser state", "t"]),
+        ("resume: optimiser state wrong shape", _entries(good, **{a: np.ones(3, np.float32)}), ["optimiser state", a]),
+        ("resume: optimiser state missing", _entries(good, drop=(v,)), ["optimiser state", v]),
+        ("resume: optimiser step garbage", _entries(good, **{"optim/t": np.array([1, 2])}), ["optimiser state", "optim/t"]),
         ("resume: negative second moments", _entries(good, **{v: -np.ones_like(good[v])}), ["optimiser state", "negative"]),
+        ("resume: another optimiser's state", _entries(good, **{"optim/type": np.array("sgd")}),
+         ["optim/type", "'sgd'", "OPTIMIZER.type is 'adam'"]),
+        ("optimiser type not one string", _entries(good, **{"optim/type": np.array(["adam", "sgd"])}),
+         ["optim/type", "single string"]),
     ]
 
 
