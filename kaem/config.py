@@ -276,7 +276,8 @@ DATASET_DEFAULTS: dict = {
     "fmnist32-conv": _images({}),  # the svhn model on Fashion-MNIST padded to 32×32 (one channel)
     # The reference's darcy_flow_config.ini (PritRaj1 copy; the older thezettascale copy has
     # generator widths 201,202 that contradict Q): IS, RBF G = 30 in prior and generator,
-    # lognormal π0, 1 000 training fields, 250 epochs of 10 iterations.
+    # lognormal π0, 1 000 training fields, 250 epochs of 10 iterations. Adam, not its Nesterov +
+    # step decay, which collapses this model in the first epoch (README, Darcy figures).
     "darcy": {"EbmModel": {"grid_size": "30", "ε_scale": "1", "π_0": "lognormal"},
               "GeneratorModel": {"grid_size": "30"},
               "TRAINING": {"N_train": "1000", "N_test": "100", "N_epochs": "250", "eps": "0.001"}},
