@@ -448,8 +448,13 @@ def cmd_eval(args: Any) -> int:
         print(f"held-out log-likelihood: {res['loglik_nats']:.3f} nats/image, {res['bits_per_dim']:.5f} bits/dim "
               f"(S = {S} prior samples, σ = {res['sigma']})")
         print(f"test MSE (generated vs test images): {res['test_mse']:.5f}")
-        print(f"prior quadrature check: max |Δ log Z| when the Gauss–Legendre nodes double = {res['logZ_quad_err']:.2e}"
-              + ("  (large: raise EbmModel.GaussQuad_nodes)" if res["logZ_quad_err"] > 1e-3 else ""))
+        if model.prior.has_exact_logZ:
+            print(f"prior quadrature check: max |Δ log Z| when the Gauss–Legendre nodes double = {res['logZ_quad_err']:.2e}"
+                  + ("  (large: raise EbmModel.GaussQuad_nodes)" if res["logZ_quad_err"] > 1e-3 else ""))
+        else:  # the deep prior: the line above used prior-Langevin draws
+            print(f"deep prior, importance sampling from π0: held-out log-likelihood {res['loglik_is_pi0_nats']:.3f} "
+                  f"nats/image with log Z = {res['logZ_is']:.4f} ± {res['logZ_is_se']:.4f} (standard error; ESS "
+                  f"{res['logZ_is_ess']:.0f} of {res['logZ_is_n']} draws; unreliable when the ESS is small)")
     return 0
 
 
@@ -583,6 +588,9 @@ def cmd_plot_prior(args: Any) -> int:
     be = get_backend(args.device, ckpt["meta"].get("dtype", "float32"))
     model = restore_model(ckpt, be)
     prior = model.prior
+    if not prior.has_exact_logZ:
+        raise CLIError(f"{args.ckpt} has the deep prior (one energy over z ∈ R^{prior.Q}): it has no univariate "
+                       "densities π_{q,p} to plot")
     for flag, idx, size in (("--q", args.q, prior.Q), ("--p", args.p, prior.P)):
         bad = [i for i in idx or [] if not 0 <= i < size]
         if bad:

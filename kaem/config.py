@@ -149,6 +149,7 @@ SCHEMA: dict = {
         "GaussQuad_nodes": integer(100, ge=2, le=MAX_NODES),
         "quadrature_method": choice("gausslegendre", ("gausslegendre", "trapezium")),
         "shared_uniform": flag(True),
+        "deep_body": choice("kan", ("kan", "mlp")),  # deep prior's network (> 2 layer_widths)
     },
     "MixtureModel": {  # the mixture prior (spec 1.2), the reference's section and keys
         "use_mixture_prior": flag(False),
@@ -262,6 +263,38 @@ def _images(cnn: dict, langevin_steps: str = "40") -> dict:
             "OPTIMIZER": {"learning_rate": "0.0002"}}
 
 
+# The deep-prior (Pang et al. 2020) presets follow the reference's *_pang_config.ini (the
+# thezettascale copies, spec 5): energy 100 -> 200 -> 200 -> 1 of KAN layers (FFT, G = 50,
+# gelu, range ±1.5), conv-transpose generator, prior and posterior ULA, Adam 2e-4, batch
+# 100, 20 000 images, 40 epochs. Deviations: π0 = N(0, I) (the reference's flat "ebm" base
+# leaves the density improper and nothing to start prior Langevin from), and num_temps = 1
+# (the files also set 5 temperatures, which here would select thermodynamic integration;
+# the spec's PANG row is ULA).
+_PANG = {"EbmModel": {"layer_widths": "100, 200, 200, 1", "deep_body": "kan", "π_0": "gaussian",
+                      "base_activation": "gelu", "spline_function": "FFT", "grid_size": "50",
+                      "grid_range": "-1.5, 1.5", "ε_scale": "1"},
+         "GeneratorModel": {"widths": "100", "generator_variance": "0.3", "generator_noise": "0.01"},
+         "CNN": {"use_cnn_lkhood": "true", "hidden_feature_dims": "256, 128, 64", "strides": "1, 2, 2, 2",
+                 "kernel_sizes": "4, 4, 4, 4", "paddings": "0, 1, 1, 1", "activation": "leakyrelu"},
+         "GRID_UPDATING": {"update_llhood_grid": "false", "grid_update_decay": "0.9999"},
+         "PRIOR_LANGEVIN": {"step_size": "0.16", "iters": "60"},
+         "POST_LANGEVIN": {"use_langevin": "true", "initial_step_size": "0.005", "iters": "40"},
+         "TRAINING": {"N_train": "20000", "N_test": "100", "N_epochs": "40", "checkpoint_every": "8"},
+         "OPTIMIZER": {"learning_rate": "0.0002"}}
+
+
+def _pang(**sections: dict) -> dict:
+    """_PANG with some sections' keys replaced."""
+    return {name: {**_PANG.get(name, {}), **sections.get(name, {})} for name in {**_PANG, **sections}}
+
+
+# The deep prior on MNIST/FMNIST (CPU-sized): Pang et al.'s MLP energy 100 -> 200 -> 200 -> 1
+# (GELU), π0 = N(0, I), KAN generator 100 -> 82 -> 784; everything else as the dataset's
+# defaults (IS, S = 100). Its univariate counterpart: EbmModel.layer_widths = 20, 100 and
+# GeneratorModel.widths = 100, 82.
+_DEEP = {"EbmModel": {"layer_widths": "100, 200, 200, 1", "deep_body": "mlp", "base_activation": "gelu",
+                      "π_0": "gaussian"},
+         "GeneratorModel": {"widths": "100, 82"}}
 DATASET_DEFAULTS: dict = {
     "mnist": {},
     "fmnist": {},
@@ -281,6 +314,13 @@ DATASET_DEFAULTS: dict = {
     "darcy": {"EbmModel": {"grid_size": "30", "ε_scale": "1", "π_0": "lognormal"},
               "GeneratorModel": {"grid_size": "30"},
               "TRAINING": {"N_train": "1000", "N_test": "100", "N_epochs": "250", "eps": "0.001"}},
+    "mnist-deep": _DEEP,
+    "fmnist-deep": _DEEP,
+    "svhn-pang": _pang(PRIOR_LANGEVIN={"step_size": "0.1"}),
+    "cifar10-pang": _pang(CNN={"strides": "1, 2, 2, 1", "kernel_sizes": "8, 4, 4, 3"},
+                          POST_LANGEVIN={"iters": "60"}),
+    "celeba-pang": _pang(CNN={"hidden_feature_dims": "256, 128, 64, 32", "strides": "1, 2, 2, 2, 2",
+                              "kernel_sizes": "4, 4, 4, 4, 4", "paddings": "0, 1, 1, 1, 1"}),
 }
 
 
@@ -631,13 +671,13 @@ def check_config(cfg: Config) -> None:
     """Cross-checks and features that are configurable but not built yet."""
     prior_widths = cfg["EbmModel"]["layer_widths"]
     gen_widths = cfg["GeneratorModel"]["widths"]
-    if len(prior_widths) > 2:
-        raise ConfigError(f"EbmModel.layer_widths = {format_value(prior_widths)}: more than "
-                          "2 entries means the deep prior, which is not built yet; "
-                          "use 2 entries (P, Q)")
-    if gen_widths[0] != prior_widths[-1]:
+    deep = len(prior_widths) > 2
+    if deep:
+        _check_deep_prior(cfg)
+    Q, where = (prior_widths[0], "starts") if deep else (prior_widths[-1], "ends")
+    if gen_widths[0] != Q:
         raise ConfigError(f"GeneratorModel.widths starts with {gen_widths[0]} but "
-                          f"EbmModel.layer_widths ends with Q = {prior_widths[-1]}; "
+                          f"EbmModel.layer_widths {where} with Q = {Q}; "
                           "the first generator width must equal the latent size Q")
     check_generator_choice(cfg)
     mix = cfg["MixtureModel"]
@@ -683,6 +723,27 @@ def check_generator_choice(cfg: Config) -> None:
             raise ConfigError(f"CNN.{key} = {format_value(cnn[key])} has {len(cnn[key])} entries; the "
                               f"conv-transpose stack has {n_layers} layers (len(hidden_feature_dims) + 1), "
                               f"so it needs {n_layers}")
+
+
+def _check_deep_prior(cfg: Config) -> None:
+    """EbmModel.layer_widths = (Q, hidden..., 1): the deep prior (spec 1.3), whose base
+    density is N(0, I) and whose normaliser is intractable (so no exact-log Z training)."""
+    e = cfg["EbmModel"]
+    widths = format_value(e["layer_widths"])
+    if e["layer_widths"][-1] != 1:
+        raise ConfigError(f"EbmModel.layer_widths = {widths}: more than 2 entries is the deep prior "
+                          "(Q, hidden..., 1), whose last width (the energy) must be 1, e.g. 100, 200, 200, 1")
+    if cfg["MixtureModel"]["use_mixture_prior"]:
+        raise ConfigError(f"MixtureModel.use_mixture_prior = true and EbmModel.layer_widths = {widths} "
+                          "(the deep prior): choose one prior (2 layer_widths for the mixture, or "
+                          "use_mixture_prior = false)")
+    if e["π_0"] != "gaussian":
+        raise ConfigError(f"EbmModel.π_0 = {e['π_0']}: the deep prior (layer_widths = {widths}) tilts a "
+                          "standard normal base density; use EbmModel.π_0 = gaussian")
+    if not cfg["TRAINING"]["contrastive_divergence_training"]:
+        raise ConfigError("TRAINING.contrastive_divergence_training = false needs an exact log Z, which the "
+                          f"deep prior (EbmModel.layer_widths = {widths}) does not have; use true "
+                          "(its negative samples come from prior Langevin, PRIOR_LANGEVIN)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -789,7 +850,8 @@ def config_to_ini(cfg: Config) -> str:
 LATER_KEYS = ({("TRAINING", "gen_every"): None,
                ("MixtureModel", "use_mixture_prior"): None, ("MixtureModel", "train_proportions"): None,
                ("MixtureModel", "λ_reg"): None, ("MixtureModel", "use_attention_kernel"): None,
-               ("GeneratorModel", "noise_sharing"): "pair"}  # ξ per (datum, sample) before the key
+               ("GeneratorModel", "noise_sharing"): "pair",  # ξ per (datum, sample) before the key
+               ("EbmModel", "deep_body"): None}  # only read by the deep prior, which came later
               | {("OPTIMIZER", k): None for k in ("betas", "ε", "ρ", "decay")}
               | {(s, k): None for s in ("CNN", "MLP", "LR_SCHEDULE") for k in SCHEMA[s]})
 # Keys removed since, with the one value a stored config can hold: dropped on reading.

@@ -37,7 +37,8 @@ from .signals import Abandon, Interrupted, StopRequest, signal_name
 
 CSV_COLUMNS = ("time_s", "epoch", "iteration", "train_loss", "heldout_loglik_nats",
                "bits_per_dim", "test_mse", "ess_mean", "resampled_frac", "grid_updated",
-               "accept_rate", "mean_step", "swap_rate", "logZ_quad_err")
+               "accept_rate", "mean_step", "swap_rate", "logZ_quad_err", "heldout_loglik_is_pi0_nats",
+               "logZ_is", "logZ_is_se")
 # epoch-mean CSV column <- per-iteration diagnostic key of the step function (absent in a
 # mode, or NaN throughout an epoch: the cell is left empty)
 DIAG_COLUMNS = {"ess_mean": "ess", "resampled_frac": "resampled", "accept_rate": "accept",
@@ -349,7 +350,12 @@ class Trainer:
         row = {"time_s": round(self.elapsed, 3), "epoch": round(self.iteration / self.iters_per_epoch, 4),
                "iteration": self.iteration, "train_loss": train_loss,
                "heldout_loglik_nats": ev["loglik_nats"], "bits_per_dim": ev["bits_per_dim"],
-               "test_mse": ev["test_mse"], "logZ_quad_err": ev["logZ_quad_err"], **diag}
+               "test_mse": ev["test_mse"], **diag}
+        # the prior's normaliser check: quadrature error, or the deep prior's importance
+        # sampling from π0 (held-out estimate, log Z and its standard error)
+        row.update({k: ev[k] for k in ("logZ_quad_err", "logZ_is", "logZ_is_se") if k in ev})
+        if "loglik_is_pi0_nats" in ev:
+            row["heldout_loglik_is_pi0_nats"] = ev["loglik_is_pi0_nats"]
         append_row(os.path.join(self.out_dir, "log.csv"), CSV_COLUMNS, row)
         self.log(f"[epoch {row['epoch']:g}] held-out log p(x) {ev['loglik_nats']:.2f} nats "
                  f"({ev['bits_per_dim']:.4f} bits/dim, S={ev['S']}, σ={ev['sigma']}) | test MSE {ev['test_mse']:.4f}")

@@ -234,11 +234,6 @@ def test_generator_must_start_with_q() -> None:
     assert cfg["GeneratorModel"]["widths"][0] == cfg["EbmModel"]["layer_widths"][-1]
 
 
-def test_deep_prior_not_built_yet() -> None:
-    with pytest.raises(ConfigError, match="deep prior.*not built yet"):
-        load_config("mnist", overrides=["EbmModel.layer_widths=100, 200, 200, 1"])
-
-
 def test_mixture_section_and_its_unbuilt_options() -> None:
     """[MixtureModel] with the reference's keys; an active value of an unbuilt option is one
     error naming it; inactive values are accepted."""

@@ -5,10 +5,16 @@ name           what                                        module
 =============  ==========================================  =================================
 univariate     Q×P univariate EBMs, exact inverse transform ``univariate.py`` (§1.1, §3)
 mixture        Q mixtures of P univariate EBMs, h = z       ``mixture.py`` (§1.2)
+deep           one energy over z ∈ R^Q (Pang et al. 2020),  ``deep.py`` (§1.3)
+               KAN or MLP body, prior Langevin sampling
 =============  ==========================================  =================================
 
-Both are built on ``quadrature.py`` (π0 from ``pi0.py``): the densities of a KAN layer used
-pointwise, normalised by quadrature, with inverse-transform tables and grid updating.
+The univariate and mixture priors are built on ``quadrature.py`` (π0 from ``pi0.py``): the
+densities of a KAN layer used pointwise, normalised by quadrature, with inverse-transform
+tables and grid updating. The deep prior reuses a generator network stack as its energy
+and the samplers for its draws; ``contrastive.py`` holds the contrastive-divergence prior
+loss it shares with the univariate prior, ``vector_latent.py`` the h = z input map it
+shares with the mixture.
 
 Every prior offers the same interface to the model, the objectives and the samplers
 (z is a batch of latents, shape (N, *latent_shape)):
@@ -27,7 +33,10 @@ Every prior offers the same interface to the model, the objectives and the sampl
   ``log_unnorm_backward(dlogp, need_dz)`` -> dz (parameter gradients accumulate), and
   ``log_unnorm_and_grad(z)`` -> (log p̃, ∇_z log p̃);
 * ``has_exact_logZ``; when true, ``log_Z(cache)``, ``log_Z_backward(dlogZ)``,
-  ``quadrature_error()`` and ``log_prob(z)``;
+  ``quadrature_error()`` and ``log_prob(z)``, and ``sample`` is exact; when false (the deep
+  prior), training must use the contrastive-divergence prior term and evaluation
+  weighs π0 draws: ``sample_pi0(n, rng)``, ``log_tilt(z)`` = log p̃(z) − log π0(z) and
+  ``estimate_log_Z(n, rng)`` (importance sampling from π0, with its standard error);
 * ``to_input(z)`` -> generator input h (N, Q) and its backward ``input_grad(dh)`` -> dz;
 * ``update_grid(z, ratio)`` -> whether grid updating (spec 2.1) moved anything.
 """
@@ -36,6 +45,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..backend import Backend
+from .deep import DeepPrior
 from .mixture import MixturePrior
 from .univariate import UnivariatePrior
 
@@ -43,11 +53,15 @@ from .univariate import UnivariatePrior
 PRIORS: dict[str, Callable[[Any, Backend, Any], Any]] = {
     "univariate": UnivariatePrior.from_config,
     "mixture": MixturePrior.from_config,
+    "deep": DeepPrior.from_config,
 }
 
 
 def prior_kind(cfg: Any) -> str:
-    """The prior a config selects: MixtureModel.use_mixture_prior -> "mixture"."""
+    """The prior a config selects: more than two EbmModel.layer_widths -> "deep",
+    MixtureModel.use_mixture_prior -> "mixture", else "univariate"."""
+    if len(cfg["EbmModel"]["layer_widths"]) > 2:
+        return "deep"
     return "mixture" if cfg["MixtureModel"]["use_mixture_prior"] else "univariate"
 
 
@@ -56,4 +70,4 @@ def make_prior(cfg: Any, be: Backend, rng: Any) -> Any:
     return PRIORS[prior_kind(cfg)](cfg, be, rng)
 
 
-__all__ = ["PRIORS", "MixturePrior", "UnivariatePrior", "make_prior", "prior_kind"]
+__all__ = ["PRIORS", "DeepPrior", "MixturePrior", "UnivariatePrior", "make_prior", "prior_kind"]

@@ -57,9 +57,10 @@ from ..backend import Backend
 from ..kan import KANSpec
 from ..numerics import logsumexp, rowwise_interp, softmax
 from .quadrature import QuadratureDensities
+from .vector_latent import VectorLatent
 
 
-class MixturePrior(QuadratureDensities):
+class MixturePrior(VectorLatent, QuadratureDensities):
     """Q mixtures of P normalised univariate EBMs; latents z (N, Q), generator input h = z.
 
     Parameters: the layer's and π0's (see ``QuadratureDensities``; learnable π0 parameters
@@ -101,20 +102,6 @@ class MixturePrior(QuadratureDensities):
         super().zero_grad()
         for g in self.mix_grads.values():
             g[...] = 0
-
-    @property
-    def latent_shape(self) -> tuple[int, ...]:
-        return (self.Q,)
-
-    @staticmethod
-    def to_input(z: Any) -> Any:
-        """Generator input h = z (N, Q)."""
-        return z
-
-    @staticmethod
-    def input_grad(dh: Any) -> Any:
-        """Backward of ``to_input``: the identity."""
-        return dh
 
     def update_grid(self, z: Any, ratio: float) -> bool:
         """Grid updating (spec 2.1) on posterior samples z (N, Q): input q's grid and all P

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from ..backend import Backend
 from ..kan import KANSpec
 from ..numerics import rowwise_interp
+from .contrastive import unnorm_prior_loss
 from .quadrature import QuadratureDensities
 
 
@@ -98,20 +99,11 @@ class UnivariatePrior(QuadratureDensities):
         draws or None. Since ∇ log Z_{q,p} = E_{π_{q,p}}[∇ f_{q,p}], the CD term's gradient
         is a Monte Carlo estimate of Σ ∇ log Z. Returns the value (0-d array).
         """
-        xp = self.be.xp
-        n = z_post.shape[0]
-        zz = z_post if z_cd is None else xp.concatenate([z_post, z_cd])
-        logp = self.log_unnorm(zz)  # one forward over both sets
-        loss = -(weight * logp[:n]).sum()
-        dlogp = -weight
-        if z_cd is not None:
-            loss = loss + logp[n:].mean()
-            dlogp = xp.concatenate([dlogp, xp.full(z_cd.shape[0], 1.0 / z_cd.shape[0], dtype=dlogp.dtype)])
-        self.log_unnorm_backward(dlogp, need_dz=False)
+        loss = unnorm_prior_loss(self, z_post, weight, z_cd)
         if exact_logZ:
             logZ = self.log_Z()
             loss = loss + logZ.sum()
-            self.log_Z_backward(xp.ones_like(logZ))
+            self.log_Z_backward(self.be.xp.ones_like(logZ))
         return loss
 
     # ---- inverse transform sampling -----------------------------------------------------------

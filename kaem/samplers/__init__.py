@@ -9,10 +9,11 @@ randomness only from an explicit ``rng`` Generator.
 * :mod:`.thermo` — temperature ladder, p-schedule, replica exchange, TI estimate and the
   all-temperatures-at-once sampler :func:`thermo_sample`.
 * :class:`LinearGaussianTarget` — a test target with exact posterior/evidence.
+* :class:`PriorOnly` — a density alone as a target (no likelihood), e.g. prior sampling.
 """
 from kaem.samplers.automala import AutoMALAInfo, adapt_step_size, automala
 from kaem.samplers.gaussian import LinearGaussianTarget
-from kaem.samplers.target import Evaluation, Target, evaluate, tempered
+from kaem.samplers.target import Evaluation, PriorOnly, Target, evaluate, tempered
 from kaem.samplers.thermo import (
     p_schedule,
     replica_exchange,
@@ -26,6 +27,7 @@ __all__ = [
     "AutoMALAInfo",
     "Evaluation",
     "LinearGaussianTarget",
+    "PriorOnly",
     "Target",
     "adapt_step_size",
     "automala",

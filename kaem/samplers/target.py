@@ -57,6 +57,22 @@ class Evaluation(NamedTuple):
         return Evaluation(*(xp.where(expand(mask, a), a, b) for a, b in zip(self, other)))
 
 
+class PriorOnly:
+    """A target with no likelihood, log p(x|z) = 0: runs any sampler on a density alone
+    (the deep prior's Langevin sampler). ``log_density_and_grad(z)`` returns log p(z) (N,)
+    and ∇_z log p(z) (like z)."""
+
+    def __init__(self, log_density_and_grad: Any) -> None:
+        self.log_density_and_grad = log_density_and_grad
+
+    def log_prior(self, z: Array) -> tuple[Array, Array]:
+        return self.log_density_and_grad(z)
+
+    def log_lik(self, z: Array) -> tuple[Array, Array]:
+        xp = array_module(z)
+        return xp.zeros(z.shape[0], dtype=z.dtype), xp.zeros_like(z)
+
+
 def expand(v: Array, like: Array) -> Array:
     """Reshape a per-chain vector (N,) to (N, 1, ..., 1) so it broadcasts against ``like``."""
     return v.reshape(v.shape + (1,) * (like.ndim - v.ndim))

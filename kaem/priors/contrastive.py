@@ -1,0 +1,32 @@
+"""The prior loss of a prior whose log density is one unnormalised function (spec 4):
+
+    L = − Σ_i a_i log p̃(z_i)  +  (1/S') Σ_s log p̃(z'_s),
+
+z_i posterior samples with constant weights a_i (Σ a_i = 1), z'_s fresh prior draws. Since
+∇ log Z = E_π[∇ log p̃], the second term's gradient is a Monte Carlo estimate of ∇ log Z:
+the contrastive-divergence form shared by the univariate prior (which may add the exact
+quadrature log Z instead) and the deep prior (which has no other). The mixture prior's
+form differs (``mixture.py``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def unnorm_prior_loss(prior: Any, z_post: Any, weight: Any, z_cd: Any = None) -> Any:
+    """− Σ_i weight_i log p̃(z_post_i) (+ the mean of log p̃ over z_cd when given), with one
+    forward over both sets; parameter gradients accumulate into ``prior.grads``.
+
+    z_post (N, *latent), weight (N,), z_cd (S', *latent) or None. Returns the value (0-d).
+    """
+    xp = prior.be.xp
+    n = z_post.shape[0]
+    zz = z_post if z_cd is None else xp.concatenate([z_post, z_cd])
+    logp = prior.log_unnorm(zz)
+    loss = -(weight * logp[:n]).sum()
+    dlogp = -weight
+    if z_cd is not None:
+        loss = loss + logp[n:].mean()
+        dlogp = xp.concatenate([dlogp, xp.full(z_cd.shape[0], 1.0 / z_cd.shape[0], dtype=dlogp.dtype)])
+    prior.log_unnorm_backward(dlogp, need_dz=False)
+    return loss
