@@ -667,14 +667,20 @@ class Config:
         return f"Config({self.sections!r})"
 
 
+def latent_size(cfg: Config) -> int:
+    """Q, the generator's input size: EbmModel.layer_widths = (P, Q) for the univariate and
+    mixture priors, (Q, hidden..., 1) for the deep prior (more than two entries)."""
+    widths = cfg["EbmModel"]["layer_widths"]
+    return widths[0] if len(widths) > 2 else widths[-1]
+
+
 def check_config(cfg: Config) -> None:
     """Cross-checks and features that are configurable but not built yet."""
-    prior_widths = cfg["EbmModel"]["layer_widths"]
     gen_widths = cfg["GeneratorModel"]["widths"]
-    deep = len(prior_widths) > 2
+    deep = len(cfg["EbmModel"]["layer_widths"]) > 2
     if deep:
         _check_deep_prior(cfg)
-    Q, where = (prior_widths[0], "starts") if deep else (prior_widths[-1], "ends")
+    Q, where = latent_size(cfg), "starts" if deep else "ends"
     if gen_widths[0] != Q:
         raise ConfigError(f"GeneratorModel.widths starts with {gen_widths[0]} but "
                           f"EbmModel.layer_widths {where} with Q = {Q}; "

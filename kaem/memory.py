@@ -11,6 +11,8 @@ functions per input, K quadrature nodes, N chains or samples the generator runs 
     Langevin / thermo chain likelihoods 3 · N_chains · D
     prior basis tensors of the samples  2 · N_prior · Q · P · nb   (values and derivatives)
     quadrature (and its 2K check)       3 · K · (P · nb + Q · P)
+    deep prior instead of both: its network's activations on N_prior samples (KAN:
+    N · Σ(in · nb + out); MLP: 2 · N · Σ out), as the generator's stacks
     generator activations (KAN: basis tensors N · Σ(in · nb + out); conv: im2col columns)
     parameters, gradients, Adam m and v, the NaN guard's copy   5 · #parameters
 
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .bases import make_basis
-from .config import Config, ConfigError
+from .config import Config, ConfigError, latent_size
 
 
 class MemoryBudgetError(ConfigError):
@@ -45,7 +47,7 @@ def _generator_size(cfg: Config, data_shape: tuple[int, ...], n: int) -> tuple[i
     from .generators.conv import spatial_sizes
 
     g, kind = cfg["GeneratorModel"], generator_kind(cfg)
-    Q, D = cfg["EbmModel"]["layer_widths"][-1], math.prod(data_shape)
+    Q, D = latent_size(cfg), math.prod(data_shape)
     if kind == "cnn":  # cols = x (N·H·W, Cin) @ W (Cin, k²·Cout) is the largest per layer
         c = cfg["CNN"]
         chans = [Q, *c["hidden_feature_dims"], data_shape[0]]
@@ -55,14 +57,20 @@ def _generator_size(cfg: Config, data_shape: tuple[int, ...], n: int) -> tuple[i
         params = sum((ci + extra * (i > 0)) * k * k * co + co for i, (ci, co, k, _, _) in enumerate(layers))
         acts = n * sum(max(si, 0) ** 2 * k * k * co + 2 * max(so, 0) ** 2 * co for _, co, k, si, so in layers)
         return params, acts, "conv-transpose columns N·Σ(H·W·k²·Cout)", "CNN.hidden_feature_dims or CNN.kernel_sizes"
-    widths = list(g["widths"]) + [D]
-    pairs = list(zip(widths[:-1], widths[1:]))
     if kind == "mlp":
-        return (sum(i * o + o for i, o in pairs), 2 * n * sum(o for _, o in pairs), "MLP activations 2·N·Σ out",
-                "GeneratorModel.widths")
-    nb = _nb(g)
-    return (sum(i * o * (nb + 2) for i, o in pairs), n * sum(i * nb + o for i, o in pairs),
-            "generator basis tensors N·Σ(in·nb + out)", "GeneratorModel.widths or GeneratorModel.grid_size")
+        return (*_stack_size(list(g["widths"]) + [D], n, None), "MLP activations 2·N·Σ out", "GeneratorModel.widths")
+    return (*_stack_size(list(g["widths"]) + [D], n, g), "generator basis tensors N·Σ(in·nb + out)",
+            "GeneratorModel.widths or GeneratorModel.grid_size")
+
+
+def _stack_size(widths: list[int], n: int, kan: dict | None) -> tuple[int, int]:
+    """(parameters, activation elements on n inputs) of a dense stack of ``widths``: KAN
+    layers of the config section ``kan``, or MLP layers (``kan`` None)."""
+    pairs = list(zip(widths[:-1], widths[1:]))
+    if kan is None:
+        return sum(i * o + o for i, o in pairs), 2 * n * sum(o for _, o in pairs)
+    nb = _nb(kan)
+    return sum(i * o * (nb + 2) for i, o in pairs), n * sum(i * nb + o for i, o in pairs)
 
 
 def training_memory(cfg: Config, data_shape: tuple[int, ...], n_train: int, n_test: int,
@@ -82,16 +90,23 @@ def training_memory(cfg: Config, data_shape: tuple[int, ...], n_train: int, n_te
     else:
         n_gen, n_prior, chains = S, 2 * S, 0
     gen_params, gen_acts, gen_what, gen_setting = _generator_size(cfg, data_shape, n_gen)
-    n_params = P * Q * (nb_p + 2) + gen_params
+    if len(e["layer_widths"]) > 2:  # the deep prior: a network on the samples, no quadrature
+        prior_params, prior_acts = _stack_size(list(e["layer_widths"]), n_prior, e if e["deep_body"] == "kan" else None)
+        prior_items = [("deep prior activations on N prior samples", prior_acts,
+                        "TRAINING.importance_sample_size or EbmModel.layer_widths")]
+    else:
+        prior_params = P * Q * (nb_p + 2)
+        prior_items = [("prior basis tensors 2·N·Q·P·nb", 2 * n_prior * Q * P * nb_p,
+                        "TRAINING.importance_sample_size, EbmModel.layer_widths or EbmModel.grid_size"),
+                       ("quadrature 3·K·(P·nb + Q·P)", 3 * K * (P * nb_p + Q * P), "EbmModel.GaussQuad_nodes")]
+    n_params = prior_params + gen_params
     items = [
         ("training and held-out data (N_train + N_test)·D", (n_train + n_test) * D,
          "TRAINING.N_train (--n-train), TRAINING.N_test (--n-test) or --resize"),
-        ("prior basis tensors 2·N·Q·P·nb", 2 * n_prior * Q * P * nb_p,
-         "TRAINING.importance_sample_size, EbmModel.layer_widths or EbmModel.grid_size"),
-        ("quadrature 3·K·(P·nb + Q·P)", 3 * K * (P * nb_p + Q * P), "EbmModel.GaussQuad_nodes"),
+        *prior_items,
         (gen_what, gen_acts, f"{gen_setting} or TRAINING.importance_sample_size"),
         ("parameters, gradients, Adam state and the NaN guard's copy", 5 * n_params,
-         f"{gen_setting} or EbmModel.grid_size"),
+         f"{gen_setting}, EbmModel.layer_widths or EbmModel.grid_size"),
     ]
     if chains:
         items.append(("chain likelihoods 3·N_chains·D", 3 * chains * D,

@@ -377,3 +377,55 @@ def test_cli_train_preset_svhn_pang(tmp_path, capsys):
     assert cli.main(["eval", "--ckpt", ckpt, "--data-dir", str(data), "--no-download", "--n-test", "4",
                      "--samples", "8"]) == 0
     assert "importance sampling from π0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("body", ["kan", "mlp"])
+def test_memory_estimate_counts_the_deep_prior(body, monkeypatch):
+    """The memory estimate (kaem/memory.py) sizes the deep prior's network, not a (Q, P)
+    univariate prior or its quadrature: its parameter count is the built model's (to 0.1 %),
+    its activations are listed, and a too-wide energy network is blamed on layer_widths."""
+    import kaem.memory
+    from kaem.memory import MemoryBudgetError, check_training_memory, training_memory
+
+    cfg = load_config("fmnist-deep", overrides=[f"EbmModel.deep_body={body}"])
+    m = KAEM(cfg, (1, 28, 28), get_backend("cpu", "float32"), seed=0)
+    items = {what: b for what, b, _ in training_memory(cfg, (1, 28, 28), 100, 10, 4)}
+    n_params = sum(v.size for v in m.parameters().values())
+    est = items["parameters, gradients, Adam state and the NaN guard's copy"] / (5 * 4)
+    assert abs(est - n_params) <= 1e-3 * n_params, (est, n_params)
+    assert "deep prior activations on N prior samples" in items
+    assert not any(w.startswith("quadrature") or w.startswith("prior basis") for w in items)
+    wide = load_config("fmnist-deep", overrides=[f"EbmModel.deep_body={body}", "EbmModel.layer_widths=100,90000,90000,1"])
+    monkeypatch.setattr(kaem.memory, "available_host_memory", lambda: 2 ** 30)  # 1 GiB
+    check_training_memory(cfg, (1, 28, 28), 100, 10, get_backend("cpu", "float32"))
+    with pytest.raises(MemoryBudgetError, match="EbmModel.layer_widths"):
+        check_training_memory(wide, (1, 28, 28), 100, 10, get_backend("cpu", "float32"))
+
+
+def test_checkpoint_of_a_deep_prior_is_validated(tmp_path):
+    """A deep prior's parameters and buffers go through the checkpoint's field-by-field
+    validation: a round trip restores them exactly; a wrong shape or NaN is refused, naming
+    the field."""
+    from kaem.checkpoint import CheckpointError, load_checkpoint, restore_model, save_checkpoint
+    from kaem.config import config_to_ini
+
+    be = get_backend("cpu", "float64")
+    m = _deep_model(be, "kan")
+    randomise(m, np.random.default_rng(3))
+    path = str(tmp_path / "ckpt.npz")
+    meta = {"data_shape": [1, 2, 3], "seed": 0}
+    ini = config_to_ini(m.cfg)
+    save_checkpoint(path, m.parameters(), m.buffers(), {}, ini, meta)
+    back = restore_model(load_checkpoint(path), be)
+    for k, v in m.parameters().items():
+        np.testing.assert_array_equal(back.parameters()[k], v)
+    name = next(k for k in m.parameters() if k.startswith("prior."))
+    bad = dict(m.parameters())
+    bad[name] = np.zeros(bad[name].shape + (2,))
+    save_checkpoint(path, bad, m.buffers(), {}, ini, meta)
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+        restore_model(load_checkpoint(path), be)
+    bad[name] = np.full(m.parameters()[name].shape, np.nan)
+    save_checkpoint(path, bad, m.buffers(), {}, ini, meta)
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+        load_checkpoint(path)

@@ -35,6 +35,13 @@ MODES = {
     "thermo-mlp-generator": ["THERMODYNAMIC_INTEGRATION.num_temps=3", "MLP.use_mlp_lkhood=true"],
     "ula-mixture-prior": ["POST_LANGEVIN.use_langevin=true", "POST_LANGEVIN.iters=3",
                           "MixtureModel.use_mixture_prior=true"],
+    # the deep prior: its CD draws come from PRIOR_LANGEVIN.iters prior-ULA steps
+    "is-deep-prior-kan": ["EbmModel.layer_widths=4,5,3,1", "PRIOR_LANGEVIN.iters=3"],
+    "is-deep-prior-mlp": ["EbmModel.layer_widths=4,5,3,1", "EbmModel.deep_body=mlp", "PRIOR_LANGEVIN.iters=3"],
+    "ula-deep-prior": ["EbmModel.layer_widths=4,5,3,1", "PRIOR_LANGEVIN.iters=3",
+                       "POST_LANGEVIN.use_langevin=true", "POST_LANGEVIN.iters=3"],
+    "thermo-automala-deep-prior": ["EbmModel.layer_widths=4,5,3,1", "PRIOR_LANGEVIN.iters=3",
+                                   "THERMODYNAMIC_INTEGRATION.num_temps=3", "POST_LANGEVIN.use_autoMALA=true"],
 }
 
 

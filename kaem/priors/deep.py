@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 from ..backend import Backend
 from ..generators.kan import KANGenerator
 from ..generators.mlp import MLPGenerator
-from ..kan import KANSpec
+from ..kan import KANSpec, fixed_parameters
 from ..numerics import logsumexp
 from ..samplers import PriorOnly, ula
 from .contrastive import unnorm_prior_loss
@@ -146,9 +146,11 @@ class DeepPrior(VectorLatent):
 
     def sample(self, n: int, rng: Any) -> Any:
         """n approximate draws (n, Q): ``n_steps`` ULA steps of size ``step_size`` on the
-        prior alone, started from π0 (the chains run in parallel; no loop over samples)."""
-        return ula(PriorOnly(self.log_unnorm_and_grad), self.sample_pi0(n, rng), 1.0,
-                   self.step_size, self.n_steps, rng)
+        prior alone, started from π0 (the chains run in parallel; no loop over samples).
+        The parameters are fixed meanwhile: a KAN body builds its W once for all steps."""
+        with fixed_parameters():
+            return ula(PriorOnly(self.log_unnorm_and_grad), self.sample_pi0(n, rng), 1.0,
+                       self.step_size, self.n_steps, rng)
 
     # ---- normaliser by importance sampling ------------------------------------------------
     def estimate_log_Z(self, n: int, rng: Any, chunk: int = 2000) -> dict[str, float]:
