@@ -164,7 +164,7 @@ SCHEMA: dict = {
         "generator_noise": real(0.1, ge=0),
         "output_activation": choice("sigmoid", ("sigmoid", "tanh", "none")),
         "resampler": choice("residual", ("residual", "systematic", "stratified")),
-        "noise_sharing": choice("pair", ("pair", "sample")),  # ξ per (datum, sample) or per sample
+        "noise_sharing": choice("sample", ("pair", "sample")),  # ξ per sample or per (datum, sample); README
     },
     "CNN": {  # the conv-transpose generator (kaem/generators/conv.py), the reference's keys
         "use_cnn_lkhood": flag(False),

@@ -39,6 +39,11 @@ def tiny_config(*overrides: str, basis: str = "RBF", pi0: str = "gaussian", act:
     return load_config("mnist", overrides=base + list(overrides))
 
 
+# for tests that pass the per-(datum, sample) injection noise ξ themselves ((B, S, D), (N, D)):
+# the reference's sharing, no longer the default (tests/test_noise_sharing.py covers `sample`)
+PAIR = "GeneratorModel.noise_sharing=pair"
+
+
 # the smallest CLI training run (P=2, Q=3, generator 3->4->D, G=3): for fault-injection tests
 TINY_CLI = ["--set", "EbmModel.layer_widths=2,3", "--set", "GeneratorModel.widths=3,4",
             "--set", "EbmModel.grid_size=3", "--set", "GeneratorModel.grid_size=3",

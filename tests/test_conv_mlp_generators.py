@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import randomise, tiny_config
+from conftest import PAIR, randomise, tiny_config
 from gradcheck import check_grad
 from kaem.checkpoint import load_checkpoint, restore_model, save_checkpoint
 from kaem.config import ConfigError, config_to_ini, load_config
@@ -196,7 +196,7 @@ def test_loglik_gradient_through_the_model(be64, kind):
     extra = (["CNN.use_cnn_lkhood=true", "CNN.hidden_feature_dims=3", "CNN.strides=1,2",
               "CNN.kernel_sizes=3,4", "CNN.paddings=0,1", "CNN.activation=gelu", "CNN.latent_concat=true"]
              if kind == "cnn" else ["MLP.use_mlp_lkhood=true", "MLP.activation=tanh"])
-    m = KAEM(tiny_config(*extra), (2, 6, 6), be64, seed=0)
+    m = KAEM(tiny_config(*extra, PAIR), (2, 6, 6), be64, seed=0)
     randomise(m, be64.rng(1))
     rng = be64.rng(2)
     N = 3

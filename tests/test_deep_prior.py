@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import cli
-from conftest import randomise, tiny_config
+from conftest import PAIR, randomise, tiny_config
 from gradcheck import check_grad, rel_error
 from kaem.backend import get_backend
 from kaem.config import ConfigError, load_config
@@ -95,7 +95,7 @@ def test_langevin_loss_gradient_with_deep_prior(be64, body):
     fixed) w.r.t. every prior parameter (the generator's do not see the prior here and
     are checked in test_langevin_kaem.py). The energy's output bias shifts f by a
     constant, which the contrastive-divergence term cancels: its gradient is exactly 0."""
-    m = _deep_model(be64, body, act="gelu")
+    m = _deep_model(be64, body, PAIR, act="gelu")
     rng = be64.rng(6)
     x, z, z_cd = rng.random((3, m.D)), rng.standard_normal((6, 4)), rng.standard_normal((5, 4))
     noise = rng.standard_normal((6, m.D))

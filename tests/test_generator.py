@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import randomise, tiny_config
+from conftest import PAIR, randomise, tiny_config
 from gradcheck import check_grad
 from kaem.likelihood import GaussianLikelihood, apply_output_activation
 from kaem.model import KAEM
@@ -13,7 +13,7 @@ OUT_ACTS = ("sigmoid", "tanh", "none")
 
 
 def _model(be, out_act, basis="RBF", seed=0):
-    cfg = tiny_config(f"GeneratorModel.output_activation={out_act}", basis=basis)
+    cfg = tiny_config(f"GeneratorModel.output_activation={out_act}", PAIR, basis=basis)
     m = KAEM(cfg, (1, 2, 3), be, seed=seed)
     randomise(m, be.rng(seed + 1))
     return m

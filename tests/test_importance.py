@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import randomise, tiny_config
+from conftest import PAIR, randomise, tiny_config
 from gradcheck import check_grad
 from kaem.importance import is_loss_and_grad, is_step
 from kaem.model import KAEM
@@ -15,7 +15,7 @@ from kaem.resampling import RESAMPLERS, ess, importance_weights
 @pytest.mark.parametrize("basis", ["RBF", "B-spline"])
 def test_full_is_loss_gradient(be64, cd, basis):
     """Every parameter of prior and generator, with samples, noise and weights held fixed."""
-    m = KAEM(tiny_config(basis=basis), (1, 2, 3), be64, seed=1)
+    m = KAEM(tiny_config(PAIR, basis=basis), (1, 2, 3), be64, seed=1)
     rng = be64.rng(3)
     randomise(m, rng)
     B, S = 4, 7
@@ -34,7 +34,7 @@ def test_full_is_loss_gradient(be64, cd, basis):
 
 
 def test_loss_value_matches_formula(be64):
-    m = KAEM(tiny_config(), (1, 2, 3), be64, seed=2)
+    m = KAEM(tiny_config(PAIR), (1, 2, 3), be64, seed=2)
     rng = be64.rng(4)
     x, z, zc = rng.random((3, m.D)), m.sample_prior(6, rng), m.sample_prior(8, rng)
     noise = rng.standard_normal((3, 6, m.D))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cli
-from conftest import randomise, real_fmnist, tiny_config
+from conftest import PAIR, randomise, real_fmnist, tiny_config
 from gradcheck import check_grad, rel_error
 from kaem.backend import get_backend
 from kaem.config import load_config
@@ -23,7 +23,7 @@ SHAPE = (1, 2, 3)  # D = 6
 
 
 def _model(be, *overrides, basis="RBF", pi0="gaussian", seed=1):
-    m = KAEM(tiny_config(*overrides, basis=basis, pi0=pi0), SHAPE, be, seed=seed)
+    m = KAEM(tiny_config(PAIR, *overrides, basis=basis, pi0=pi0), SHAPE, be, seed=seed)
     randomise(m, be.rng(seed + 10))
     return m
 

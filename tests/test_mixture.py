@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import randomise, randomise_kan, tiny_config
+from conftest import PAIR, randomise, randomise_kan, tiny_config
 from gradcheck import away_from, check_grad, check_grads, rel_error
 from kaem.backend import get_backend
 from kaem.kan import KANSpec
@@ -284,7 +284,7 @@ def test_generator_input_is_z_and_the_full_is_loss_gradient():
     """h = z; the whole IS loss (exact log Z) against finite differences, every parameter."""
     from kaem.importance import is_loss_and_grad
 
-    m = _model("TRAINING.contrastive_divergence_training=false", pi0="learnable_gaussian")
+    m = _model("TRAINING.contrastive_divergence_training=false", PAIR, pi0="learnable_gaussian")
     rng = BE.rng(3)
     x, z = rng.random((3, m.D)), m.sample_prior(5, rng)
     assert z.shape == (5, 4)

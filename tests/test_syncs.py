@@ -21,7 +21,7 @@ MAX_SYNCS_PER_ITERATION = 4
 MODES = {
     "is-residual": [],
     "is-systematic": ["GeneratorModel.resampler=systematic"],
-    "is-stratified-sample": ["GeneratorModel.resampler=stratified", "GeneratorModel.noise_sharing=sample"],
+    "is-stratified-pair": ["GeneratorModel.resampler=stratified", "GeneratorModel.noise_sharing=pair"],
     "is-exact-logZ": ["TRAINING.contrastive_divergence_training=false"],
     "is-mlp-generator": ["MLP.use_mlp_lkhood=true"],
     "is-mixture-prior": ["MixtureModel.use_mixture_prior=true", "MixtureModel.train_proportions=true",
@@ -32,6 +32,8 @@ MODES = {
     "thermo-ula": ["THERMODYNAMIC_INTEGRATION.num_temps=3", "THERMODYNAMIC_INTEGRATION.N_langevin_per_temp=3"],
     "thermo-automala": ["THERMODYNAMIC_INTEGRATION.num_temps=3", "THERMODYNAMIC_INTEGRATION.N_langevin_per_temp=3",
                         "POST_LANGEVIN.use_autoMALA=true"],
+    "thermo-ula-pair": ["THERMODYNAMIC_INTEGRATION.num_temps=3", "THERMODYNAMIC_INTEGRATION.N_langevin_per_temp=3",
+                        "GeneratorModel.noise_sharing=pair"],
     "thermo-mlp-generator": ["THERMODYNAMIC_INTEGRATION.num_temps=3", "MLP.use_mlp_lkhood=true"],
     "ula-mixture-prior": ["POST_LANGEVIN.use_langevin=true", "POST_LANGEVIN.iters=3",
                           "MixtureModel.use_mixture_prior=true"],
