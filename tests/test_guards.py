@@ -14,7 +14,7 @@ import pytest
 
 import cli
 import kaem.grid_update as gu
-from conftest import TINY_CLI, tiny_config
+from conftest import PAIR, TINY_CLI, tiny_config
 from kaem.atomic import atomic_open, stale_temp_files, temp_owner
 from kaem.checkpoint import load_checkpoint
 from kaem.config import load_config
@@ -249,13 +249,17 @@ def test_failing_atomic_write_names_the_users_path_and_leaves_no_temp(tmp_path, 
 # ------------------------------------------------------------------------------ memory
 
 def test_memory_estimate_of_the_default_config_is_plausible():
-    """The MNIST default (IS, B = S = 100, 41->82->784): the largest parts are the data
-    (50 000 images, 157 MB) and the B·S·D buffers (63 MB); bench/train_step.py measured
-    238 MiB peak RSS without the full data."""
-    items = training_memory(load_config("mnist"), (1, 28, 28), 50_000, 1_000, 4)
+    """The MNIST config (IS, B = S = 100, 41->82->784) with pair noise: the largest parts
+    are the data (50 000 images, 157 MB) and the B·S·D buffers (63 MB); bench/train_step.py
+    measured 238 MiB peak RSS without the full data."""
+    items = training_memory(load_config("mnist", overrides=[PAIR]), (1, 28, 28), 50_000, 1_000, 4)
     total = sum(b for _, b, _ in items)
     assert 250e6 < total < 500e6, items
     assert max(items, key=lambda it: it[1])[0].startswith("training and held-out data")
+    # noise_sharing = sample (the default) keeps (S, D) outputs instead of the (B, S, D) pair
+    shared = training_memory(load_config("mnist"), (1, 28, 28), 50_000, 1_000, 4)
+    B, S, D = 100, 100, 784
+    assert sum(b for _, b, _ in shared) == total - 4 * (2 * B * S * D - 2 * S * D)
 
 
 def test_memory_check_names_the_figure_and_the_setting(monkeypatch):
@@ -264,7 +268,7 @@ def test_memory_check_names_the_figure_and_the_setting(monkeypatch):
     import kaem.memory
 
     monkeypatch.setattr(kaem.memory, "available_host_memory", lambda: 500 * 2 ** 20)  # 500 MiB
-    cfg = load_config("mnist", overrides=["TRAINING.importance_sample_size=2000"])
+    cfg = load_config("mnist", overrides=["TRAINING.importance_sample_size=2000", PAIR])
     with pytest.raises(MemoryBudgetError, match=r"needs about .* GiB .* 500 MiB .*B·S·D.*importance_sample_size"):
         check_training_memory(cfg, (1, 28, 28), 1000, 100, get_backend("cpu", "float32"))
     check_training_memory(load_config("mnist"), (1, 28, 28), 1000, 100, get_backend("cpu", "float32"))
