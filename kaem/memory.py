@@ -7,7 +7,7 @@ alone (B = batch size, S = importance samples, D = pixels, Q×P prior functions,
 functions per input, K quadrature nodes, N chains or samples the generator runs on):
 
     data on the device                  (N_train + N_test) · D
-    IS likelihood residuals and noise   2 · B · S · D  (noise_sharing = pair; sample: 2 · S · D)
+    IS likelihood residuals and noise   2 · B · S · D  (noise_sharing = pair; sample: 2 · S · D + 4 · B · S)
     Langevin / thermo chain likelihoods 3 · N_chains · D
     prior basis tensors of the samples  2 · N_prior · Q · P · nb   (values and derivatives)
     quadrature (and its 2K check)       3 · K · (P · nb + Q · P)
@@ -114,8 +114,8 @@ def training_memory(cfg: Config, data_shape: tuple[int, ...], n_train: int, n_te
     elif cfg["GeneratorModel"]["noise_sharing"] == "pair":
         items.append(("likelihood residuals and injection noise 2·B·S·D", 2 * B * S * D,
                       "TRAINING.importance_sample_size or TRAINING.batch_size"))
-    else:  # sample: outputs y_s and their gradients, the (B, S) terms are small
-        items.append(("likelihood outputs and their gradients 2·S·D", 2 * S * D,
+    else:  # sample: outputs y_s and their gradients, and a few (B, S) matrices
+        items.append(("likelihood outputs 2·S·D and (B, S) terms 4·B·S", 2 * S * D + 4 * B * S,
                       "TRAINING.importance_sample_size"))
     return [(what, n * itemsize, setting) for what, n, setting in items]
 

@@ -259,7 +259,7 @@ def test_memory_estimate_of_the_default_config_is_plausible():
     # noise_sharing = sample (the default) keeps (S, D) outputs instead of the (B, S, D) pair
     shared = training_memory(load_config("mnist"), (1, 28, 28), 50_000, 1_000, 4)
     B, S, D = 100, 100, 784
-    assert sum(b for _, b, _ in shared) == total - 4 * (2 * B * S * D - 2 * S * D)
+    assert sum(b for _, b, _ in shared) == total - 4 * (2 * B * S * D - 2 * S * D - 4 * B * S)
 
 
 def test_memory_check_names_the_figure_and_the_setting(monkeypatch):

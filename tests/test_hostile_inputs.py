@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import cli
-from conftest import TINY_CLI
+from conftest import PAIR, TINY_CLI
 from kaem.config import SCHEMA, ConfigError, load_config
 
 TINY = TINY_CLI
@@ -173,8 +173,9 @@ def test_random_byte_damage_and_random_metadata_are_clean_errors(good, tmp_path,
     (["GeneratorModel.grid_size=1000000000"], "grid_size"),
     (["GeneratorModel.widths=3,1000000000"], "widths"),
     (["TRAINING.eval_importance_samples=1000000000"], "eval_importance_samples"),
-    # within the schema's bounds, but far beyond any machine's memory: the estimate says so
-    (["TRAINING.importance_sample_size=1000000"], "importance_sample_size"),
+    # within the schema's bounds, but far beyond any machine's memory with pair noise
+    # (2·B·S·D buffers): the estimate says so
+    (["TRAINING.importance_sample_size=1000000", PAIR], "importance_sample_size"),
     (["GeneratorModel.widths=3,100000", "GeneratorModel.grid_size=10000"], "GeneratorModel"),
 ])
 def test_absurd_sizes_fail_before_anything_is_written(settings, needle, data_dir, tmp_path, capsys):
