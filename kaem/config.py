@@ -250,7 +250,8 @@ _FFT = {"EbmModel": {"spline_function": "FFT", "grid_size": "50", "GaussQuad_nod
 # for each of Q = 81 latents a mixture of P = 40 components, FFT G = 50 on ±1.5 with a
 # leakyrelu base and 200 nodes; a conv-transpose generator (the [CNN] defaults are the SVHN
 # stack); σ = 0.3, σ_n = 0.01; ULA posterior, η = 0.005 (--mode thermo: 5 temperatures,
-# p 1 -> 8); 20 000 images, 40 epochs of 100, Adam 2e-4.
+# p 1 -> 8, right-sum rule: it beat left and trapezoid on held-out log-likelihood on
+# fmnist32, README); 20 000 images, 40 epochs of 100, Adam 2e-4.
 def _images(cnn: dict, langevin_steps: str = "40") -> dict:
     return {"EbmModel": {"layer_widths": "40, 81", "base_activation": "leakyrelu", "spline_function": "FFT",
                          "grid_size": "50", "grid_range": "-1.5, 1.5", "ε_scale": "1", "GaussQuad_nodes": "200"},
@@ -258,7 +259,8 @@ def _images(cnn: dict, langevin_steps: str = "40") -> dict:
             "GeneratorModel": {"widths": "81, 162", "generator_variance": "0.3", "generator_noise": "0.01"},
             "CNN": {"use_cnn_lkhood": "true", **cnn},
             "POST_LANGEVIN": {"use_langevin": "true", "initial_step_size": "0.005", "iters": langevin_steps},
-            "THERMODYNAMIC_INTEGRATION": {"p_start": "1", "p_end": "8", "N_langevin_per_temp": langevin_steps},
+            "THERMODYNAMIC_INTEGRATION": {"p_start": "1", "p_end": "8", "N_langevin_per_temp": langevin_steps,
+                                          "integration_rule": "right"},
             "TRAINING": {"N_train": "20000", "N_epochs": "40"},
             "OPTIMIZER": {"learning_rate": "0.0002"}}
 

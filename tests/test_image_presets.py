@@ -25,7 +25,8 @@ FAST = ["--set", "POST_LANGEVIN.iters=2", "--set", "THERMODYNAMIC_INTEGRATION.N_
                                           ("celeba", [1, 4, 8, 16, 32, 64])])
 def test_presets_follow_the_reference(preset, sizes):
     """Mixture prior P = 40 for each of Q = 81 latents (FFT G = 50, ±1.5), conv generator whose
-    layer sizes end at the data's, σ = 0.3, σ_n = 0.01, ULA by default, Adam 2e-4."""
+    layer sizes end at the data's, σ = 0.3, σ_n = 0.01, ULA by default (thermo: the right-sum
+    rule), Adam 2e-4."""
     from kaem.generators.conv import spatial_sizes
 
     cfg = load_config(preset)
@@ -37,6 +38,7 @@ def test_presets_follow_the_reference(preset, sizes):
     g = cfg["GeneratorModel"]
     assert (g["generator_variance"], g["generator_noise"]) == (0.3, 0.01)
     assert cfg["POST_LANGEVIN"]["use_langevin"] and cfg["THERMODYNAMIC_INTEGRATION"]["num_temps"] == 1
+    assert cfg["THERMODYNAMIC_INTEGRATION"]["integration_rule"] == "right"  # chosen on evidence, README
     assert cfg["OPTIMIZER"]["learning_rate"] == 0.0002
 
 
