@@ -114,6 +114,7 @@ def trained(be: Any, path: str, seeds: int, n_temps: int, steps: int) -> dict[st
     from kaem.checkpoint import load_checkpoint, restore_model
 
     ckpt = load_checkpoint(path)
+    be = get_backend(be.device, ckpt["meta"]["dtype"])  # the checkpoint's float type
     model = restore_model(ckpt, be)
     if model.prior.kind != "deep":
         raise SystemExit(f"error: {path} does not hold a deep prior")
