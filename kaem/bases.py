@@ -117,9 +117,14 @@ class RBF(Basis):
 
     def _scaled(self, x: Any, grid: Any, tau: Any) -> Any:
         """u = (x − t_g)/(h·τ) = x/w − t_g/w, (..., in, nb): the divisions on the small
-        operands, one pass over the large result."""
-        w = self.width(grid, tau)
-        return (x / w)[..., None] - grid / w[:, None]
+        operands, one pass over the large result. x/w is repeated nb times along its last
+        axis and t/w subtracted as one row of in·nb: the same values as broadcasting
+        (..., in, 1) against (in, nb), whose inner loop of nb entries costs ≈ 1.7× more."""
+        xp, w = array_module(x), self.width(grid, tau)
+        xw, gw = x / w, grid / w[:, None]
+        u = xp.repeat(xw.astype(xp.result_type(xw, gw), copy=False), grid.shape[1], axis=-1)
+        u -= gw.reshape(-1)
+        return u.reshape(x.shape + (grid.shape[1],))
 
     def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
         xp = array_module(x)
