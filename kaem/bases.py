@@ -59,18 +59,24 @@ class Basis(ABC):
     def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
         """B (..., in, nb); with ``derivs`` the tuple (B, dB/dx, dB/dtau or None)."""
 
+    def evaluate_cached(self, x: Any, grid: Any, tau: Any) -> tuple[Any, Any]:
+        """B = evaluate(x) and ``aux``: what ``backward`` and ``dtau`` can reuse from computing
+        it (None here), for a caller that keeps both between forward and backward."""
+        return self.evaluate(x, grid, tau), None
+
     def backward(self, dB: Any, x: Any, B: Any, grid: Any, tau: Any, need_dx: bool = True,
-                 need_dtau: bool = True) -> tuple[Any, Any]:
+                 need_dtau: bool = True, aux: Any = None) -> tuple[Any, Any]:
         """The chain rule through the basis, given ∂L/∂B (..., in, nb) and the forward's x and
-        B = evaluate(x): dx[..., i] = Σ_g ∂L/∂B_g ∂B_g/∂x (or None) and the 0-d
-        dτ = Σ ∂L/∂B ∂B/∂τ (or None). Generic form: derivatives from ``evaluate``."""
+        B = evaluate(x) (and ``aux`` from ``evaluate_cached``, or None):
+        dx[..., i] = Σ_g ∂L/∂B_g ∂B_g/∂x (or None) and the 0-d dτ = Σ ∂L/∂B ∂B/∂τ (or None).
+        Generic form: derivatives from ``evaluate``."""
         _, Bx, Bt = self.evaluate(x, grid, tau, derivs=True, dtau=need_dtau and self.uses_tau)
         dx = (dB * Bx).sum(-1) if need_dx else None
         dtau = (dB * Bt).sum() if need_dtau and Bt is not None else None
         return dx, dtau
 
-    def dtau(self, x: Any, B: Any, grid: Any, tau: Any) -> Any:
-        """∂B/∂τ (..., in, nb) at the forward's x, B = evaluate(x)."""
+    def dtau(self, x: Any, B: Any, grid: Any, tau: Any, aux: Any = None) -> Any:
+        """∂B/∂τ (..., in, nb) at the forward's x, B = evaluate(x) (``aux`` as in ``backward``)."""
         return self.evaluate(x, grid, tau, derivs=True)[2]
 
     def value_and_slope(self, z: Any, grid: Any, tau: Any, W: Any) -> tuple[Any, Any]:
@@ -126,12 +132,20 @@ class RBF(Basis):
         u -= gw.reshape(-1)
         return u.reshape(x.shape + (grid.shape[1],))
 
-    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
-        xp = array_module(x)
-        u = self._scaled(x, grid, tau)
+    def _bumps(self, u: Any) -> Any:
+        """B = exp(−u²/2), a new array."""
         B = u * u  # in place from here on: these are the largest arrays of a step
         B *= -0.5
-        xp.exp(B, out=B)
+        return array_module(u).exp(B, out=B)
+
+    def evaluate_cached(self, x: Any, grid: Any, tau: Any) -> tuple[Any, Any]:
+        """B and aux = u, which backward and dtau would otherwise recompute."""
+        u = self._scaled(x, grid, tau)
+        return self._bumps(u), u
+
+    def evaluate(self, x: Any, grid: Any, tau: Any, derivs: bool = False, dtau: bool = True) -> Any:
+        u = self._scaled(x, grid, tau)
+        B = self._bumps(u)
         if not derivs:
             return B
         dBdtau = (u * u) * B / tau if dtau else None
@@ -140,10 +154,10 @@ class RBF(Basis):
         return B, u, dBdtau
 
     def backward(self, dB: Any, x: Any, B: Any, grid: Any, tau: Any, need_dx: bool = True,
-                 need_dtau: bool = True) -> tuple[Any, Any]:
+                 need_dtau: bool = True, aux: Any = None) -> tuple[Any, Any]:
         """With ∂B/∂x = −u·B/w and ∂B/∂τ = u²·B/τ both contractions share P = ∂L/∂B·B·u:
-        dx = −Σ_g P / w, dτ = Σ P·u / τ."""
-        u = self._scaled(x, grid, tau)
+        dx = −Σ_g P / w, dτ = Σ P·u / τ (u = aux when the forward kept it)."""
+        u = self._scaled(x, grid, tau) if aux is None else aux  # read only
         P = dB * B
         P *= u
         dx = P.sum(-1) / -self.width(grid, tau) if need_dx else None
@@ -153,10 +167,13 @@ class RBF(Basis):
             dtau = P.sum() / tau
         return dx, dtau
 
-    def dtau(self, x: Any, B: Any, grid: Any, tau: Any) -> Any:
-        """∂B/∂τ = u²·B/τ."""
-        u = self._scaled(x, grid, tau)
-        u *= u
+    def dtau(self, x: Any, B: Any, grid: Any, tau: Any, aux: Any = None) -> Any:
+        """∂B/∂τ = u²·B/τ (u = aux when the forward kept it; never written)."""
+        if aux is None:
+            u = self._scaled(x, grid, tau)
+            u *= u
+        else:
+            u = aux * aux
         u *= B
         u /= tau
         return u

@@ -12,8 +12,9 @@ Two ways to use the same parameters:
   own scalar input, no sum over i. With in = P and out = Q this is f_{q,p}(z_{q,p}) with
   the (q, p) indexing explicit (spec 7.1).
 
-Forward caches what backward needs (the inputs and the basis values; derivatives of the
-basis are formed in backward, and only those asked for); backward accumulates into
+Forward caches what backward needs (the inputs and the basis values, and in the pointwise
+form what the basis can reuse, RBF's u; derivatives of the basis are formed in backward,
+and only those asked for); backward accumulates into
 ``self.grads`` (or, with ``need_params=False``, returns only the input gradient a sampler
 needs). ``derivative_pointwise`` gives φ and φ' elementwise, for the prior's z-gradient.
 
@@ -172,7 +173,7 @@ class KANLayer:
             b, db = self.act(x)
             y += b @ self.params["w_base"]
         if cache:
-            self._cache = (x, b, db, B, W)
+            self._cache = (x, b, db, B, W, None)
         return y
 
     def backward(self, dy: Any, need_dx: bool = True, need_params: bool = True) -> Any:
@@ -182,7 +183,7 @@ class KANLayer:
         ∂L/∂W = dyᵀ B (out, in·nb), then split into w_sp and coef; ∂L/∂B = dy W;
         dx = b'(x)·(dy w_baseᵀ) + Σ_g ∂L/∂B_g ∂B_g/∂x, dτ = Σ ∂L/∂B ∂B/∂τ (``Basis.backward``).
         """
-        x, b, db, B, W = self._cache
+        x, b, db, B, W, _ = self._cache
         N, p, g = x.shape[0], self.params, self.grads
         if need_params:
             self._add_weight_grads((dy.T @ B.reshape(N, -1)).reshape(W.shape))
@@ -219,7 +220,8 @@ class KANLayer:
         """
         xp = array_module(z)
         W = self.spline_weights()  # (out, in, nb)
-        B = self.basis.evaluate(z, self.buffers["grid"], self.tau)  # (N, out or 1, in, nb)
+        grid, tau = self.buffers["grid"], self.tau
+        B, aux = self.basis.evaluate_cached(z, grid, tau) if cache else (self.basis.evaluate(z, grid, tau), None)
         if z.shape[1] == 1 and self.out_dim > 1:
             f = (B[:, 0].transpose(1, 0, 2) @ W.transpose(1, 2, 0)).transpose(1, 2, 0)
         else:
@@ -229,7 +231,7 @@ class KANLayer:
             b, db = self.act(z)
             f += b * self.params["w_base"].T
         if cache:
-            self._cache = (z, b, db, B, W)
+            self._cache = (z, b, db, B, W, aux)  # aux: what the basis's backward reuses (RBF: u)
         return f
 
     def backward_pointwise(self, df: Any, need_dz: bool = True) -> Any:
@@ -240,7 +242,7 @@ class KANLayer:
         product and dτ = Σ_{o,i,g} W · Σ_n df_n ∂B[n]/∂τ another, with no (N, out, in, nb)
         temporary for ∂L/∂B."""
         xp = array_module(df)
-        z, b, db, B, W = self._cache
+        z, b, db, B, W, aux = self._cache
         p, g = self.params, self.grads
         N = z.shape[0]
         shared = z.shape[1] == 1 and self.out_dim > 1
@@ -259,14 +261,14 @@ class KANLayer:
         if not (need_dz or need_tau):
             return None
         if per_sample and not need_dz:
-            Bt = self.basis.dtau(z, B, self.buffers["grid"], self.tau)
+            Bt = self.basis.dtau(z, B, self.buffers["grid"], self.tau, aux)
             g["tau"] += ((d @ Bt.reshape(N, -1)) * W.reshape(1, -1)).sum()
             return None
         if shared:  # ∂L/∂B[n,0,i,g] = Σ_o df[n,o,i] W[o,i,g]
             dB = (xp.ascontiguousarray(df.transpose(2, 0, 1)) @ W.transpose(1, 0, 2)).transpose(1, 0, 2)[:, None]
         else:
             dB = df[..., None] * W  # (N, out, in, nb)
-        dz, dtau = self.basis.backward(dB, z, B, self.buffers["grid"], self.tau, need_dz, need_tau)
+        dz, dtau = self.basis.backward(dB, z, B, self.buffers["grid"], self.tau, need_dz, need_tau, aux)
         if need_tau:
             g["tau"] += dtau
         if not need_dz:
