@@ -150,8 +150,9 @@ class KANLayer:
         if sid is not None and self._W[0] == sid:
             return self._W[1]
         p = self.params
-        W = (p["coef"] * p["w_sp"][..., None]).transpose(1, 0, 2)
-        W = array_module(W).ascontiguousarray(W)
+        xp, c = array_module(p["coef"]), p["coef"]
+        W = xp.empty((c.shape[1], c.shape[0], c.shape[2]), dtype=xp.result_type(c, p["w_sp"]))
+        xp.multiply(c.transpose(1, 0, 2), p["w_sp"].T[:, :, None], out=W)  # one pass, written in W's layout
         self._W = (sid, W if sid is not None else None)
         return W
 
