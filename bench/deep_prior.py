@@ -42,7 +42,7 @@ from kaem.importance import is_step  # noqa: E402
 from kaem.model import KAEM  # noqa: E402
 from kaem.optim import Adam  # noqa: E402
 from samplers import fit, load_batch  # noqa: E402  (bench/samplers.py)
-from timing import timed  # noqa: E402  (bench/timing.py)
+from timing import backend_args, timed  # noqa: E402  (bench/timing.py)
 
 STEPS = (10, 20, 30, 40, 50)
 DEEP = ["EbmModel.π_0=gaussian"]
@@ -106,8 +106,7 @@ def iterations(be: Any, dtype: str, x: Any, repeats: int) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"])
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    backend_args(ap)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     be = get_backend(args.device, args.dtype)

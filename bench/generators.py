@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kaem.backend import get_backend  # noqa: E402
 from kaem.generators import ConvGenerator  # noqa: E402
-from timing import timed  # noqa: E402  (bench/timing.py)
+from timing import backend_args, timed  # noqa: E402  (bench/timing.py)
 from train_step import matmul_peak  # noqa: E402  (bench/train_step.py)
 
 ARCHS = {
@@ -125,8 +125,7 @@ def bench_iterations(be: Any, dtype: str, B: int, repeats: int) -> dict[str, Any
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"])
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    backend_args(ap)
     ap.add_argument("--n", type=int, default=100, help="latents per pass (default: 100)")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--iterations", action="store_true", help="also time ULA and thermo iterations at the svhn preset")

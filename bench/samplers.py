@@ -53,7 +53,7 @@ from kaem.optim import Adam  # noqa: E402
 from kaem.plots import Series, canvas, panel, save_image  # noqa: E402
 from kaem.posterior import KAEMPosterior  # noqa: E402
 from kaem.samplers import temperature_ladder, thermo_sample, ula  # noqa: E402
-from timing import timed  # noqa: E402  (bench/timing.py)
+from timing import backend_args, timed  # noqa: E402  (bench/timing.py)
 
 TEMPS = (2, 4, 6, 8, 10, 12)
 STEPS = (10, 20, 30, 40, 50)
@@ -246,8 +246,7 @@ def plot_png(path: str, panels: list[tuple[str, str, list[float], list[float], d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"])
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    backend_args(ap)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per point (median)")
     ap.add_argument("--steps-per-temp", type=int, default=10, help="ULA steps per temperature in the N_t sweep")
     ap.add_argument("--automala", action="store_true", help="also time a thermo iteration with autoMALA (slow)")

@@ -34,7 +34,7 @@ from kaem.model import KAEM  # noqa: E402
 from kaem.optim import Adam  # noqa: E402
 from kaem.posterior import KAEMPosterior  # noqa: E402
 from kaem.samplers import ula  # noqa: E402
-from timing import timed  # noqa: E402  (bench/timing.py)
+from timing import backend_args, timed  # noqa: E402  (bench/timing.py)
 from train_step import iteration_flops, matmul_peak  # noqa: E402
 
 TARGETS_MS = {"is_iteration_default": 20.0, "is_iteration_pair": 45.0, "thermo_iteration": 800.0,
@@ -93,8 +93,7 @@ def ula_step(be, dtype: str, x, repeats: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"])
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    backend_args(ap)
     ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args()
     be = get_backend(args.device, args.dtype)

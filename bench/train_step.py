@@ -25,7 +25,7 @@ from kaem.config import load_config  # noqa: E402
 from kaem.importance import is_step  # noqa: E402
 from kaem.model import KAEM  # noqa: E402
 from kaem.optim import Adam  # noqa: E402
-from timing import timed  # noqa: E402  (bench/timing.py)
+from timing import backend_args, timed  # noqa: E402  (bench/timing.py)
 
 
 def matmul_peak(be, n: int = 2048) -> float:
@@ -52,8 +52,7 @@ def iteration_flops(model: KAEM, B: int, S: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"])
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    backend_args(ap)
     ap.add_argument("--iters", type=int, default=30)
     args = ap.parse_args()
     be = get_backend(args.device, args.dtype)
