@@ -278,6 +278,33 @@ class KANLayer:
             dz += (df * p["w_base"].T).sum(1, keepdims=True) * db if shared else df * db * p["w_base"].T
         return dz
 
+    def weighted_pointwise(self, z: Any, d: Any) -> Any:
+        """L = Σ_n d_n Σ_{o,i} φ_{i,o}(z[n,o,i]) for z (N, out, in) and constant per-sample
+        weights d (N,); ∂L/∂θ accumulate into ``self.grads``. The same as ``forward_pointwise``
+        then ``backward_pointwise(d[:, None, None], need_dz=False)``, but fused when the basis
+        offers ``weighted_sums`` (RBF): the weights enter only through
+
+            S = Σ_n d_n B(z_n),  T = Σ_n d_n ∂B(z_n)/∂τ   (out, in, nb),  β = Σ_n d_n b(z_n)  (out, in),
+            L = Σ W ⊙ S + Σ w_baseᵀ ⊙ β,   ∂L/∂W = S,   ∂L/∂τ = Σ W ⊙ T,   ∂L/∂w_base = βᵀ,
+
+        so neither the (N, out, in, nb) basis tensor nor the per-sample f is formed. Returns
+        L (0-d), or None when the basis has no fused form (nothing is computed then)."""
+        sums = self.basis.weighted_sums(z, d, self.buffers["grid"], self.tau, self._need_dtau(True))
+        if sums is None:
+            return None
+        S, T = sums
+        W, g = self.spline_weights(), self.grads
+        loss = (W * S).sum()
+        self._add_weight_grads(S)
+        if T is not None:
+            g["tau"] += (W * T).sum()
+        if self.has_base_branch:
+            N = z.shape[0]
+            beta = (d @ self.act(z)[0].reshape(N, -1)).reshape(z.shape[1:])  # (out, in)
+            loss = loss + (beta * self.params["w_base"].T).sum()
+            g["w_base"] += beta.T
+        return loss
+
     def derivative_pointwise(self, z: Any) -> tuple[Any, Any]:
         """f[n,o,i] = φ_{i,o}(z[n,o,i]) and its derivative φ'_{i,o}(z[n,o,i]); z (N, out, in), or
         (N, 1, in) for inputs shared by every out (as in ``forward_pointwise``).

@@ -12,6 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backend import array_module
+
+
+def contrastive_weights(z_post: Any, weight: Any, z_cd: Any = None) -> tuple[Any, Any]:
+    """The loss above as one weighted sum L = Σ_n d_n log p̃(z_n): z = [z_post; z_cd] and
+    d = [−weight; 1/S' each]. z_post (N, *latent), weight (N,), z_cd (S', *latent) or None
+    -> z (N + S', *latent), d (N + S',)."""
+    if z_cd is None:
+        return z_post, -weight
+    xp = array_module(z_post)
+    S = z_cd.shape[0]
+    return xp.concatenate([z_post, z_cd]), xp.concatenate([-weight, xp.full(S, 1.0 / S, dtype=weight.dtype)])
+
 
 def unnorm_prior_loss(prior: Any, z_post: Any, weight: Any, z_cd: Any = None) -> Any:
     """− Σ_i weight_i log p̃(z_post_i) (+ the mean of log p̃ over z_cd when given), with one
@@ -19,14 +32,7 @@ def unnorm_prior_loss(prior: Any, z_post: Any, weight: Any, z_cd: Any = None) ->
 
     z_post (N, *latent), weight (N,), z_cd (S', *latent) or None. Returns the value (0-d).
     """
-    xp = prior.be.xp
-    n = z_post.shape[0]
-    zz = z_post if z_cd is None else xp.concatenate([z_post, z_cd])
-    logp = prior.log_unnorm(zz)
-    loss = -(weight * logp[:n]).sum()
-    dlogp = -weight
-    if z_cd is not None:
-        loss = loss + logp[n:].mean()
-        dlogp = xp.concatenate([dlogp, xp.full(z_cd.shape[0], 1.0 / z_cd.shape[0], dtype=dlogp.dtype)])
-    prior.log_unnorm_backward(dlogp, need_dz=False)
-    return loss
+    z, d = contrastive_weights(z_post, weight, z_cd)
+    logp = prior.log_unnorm(z)
+    prior.log_unnorm_backward(d, need_dz=False)
+    return d @ logp

@@ -75,7 +75,7 @@ class BaseDensity:
     axis (univariate prior), (P, 1) when it is the second to last (mixture components).
 
     Attributes: name, domain ((a, b) or None), support, params / grads (name -> array;
-    empty for a fixed π0).
+    empty for a fixed π0), flat (log π0 ≡ 0 everywhere: the ebm choice).
     """
 
     def __init__(self, name: str, be: Backend, shape: tuple[int, ...] = (1,)) -> None:
@@ -83,6 +83,7 @@ class BaseDensity:
             raise ValueError(f"unknown π_0 {name!r}; valid: {', '.join(PI0)}")
         self.name = name
         self._fn, self.domain, self.support = PI0[name]
+        self.flat = name == "ebm"  # log π0 ≡ 0: callers may skip its elementwise passes
         self.shape = tuple(shape)
         self.params: dict[str, Any] = {}
         if self._fn is None:

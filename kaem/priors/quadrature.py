@@ -29,6 +29,7 @@ a rule is from converged (log Z with every cell split in two, or twice the GL no
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -191,6 +192,22 @@ class QuadratureDensities:
         if dz is None:
             return None
         return dz + ((de * dlp0).sum(axis=1, keepdims=True) if shared else de * dlp0)
+
+    def weighted_log_energy(self, z: Any, d: Any) -> Any:
+        """L = Σ_n d_n Σ_{o,i} e[n,o,i] for z (N, O, I) and constant weights d (N,); parameter
+        gradients (layer and π0) accumulate. The layer's part is fused where its basis allows
+        (``KANLayer.weighted_pointwise``: no basis tensor, no per-sample f), else it is
+        ``log_energy`` + ``log_energy_backward``. Returns L (0-d)."""
+        f = self.layer.weighted_pointwise(z, d)
+        if f is None:  # the reference path
+            e = self.log_energy(z)
+            self.log_energy_backward(d[:, None, None], need_dz=False)
+            return d @ e.reshape(z.shape[0], -1).sum(axis=1)
+        if self.pi0.flat:  # log(π0 + ε) = log(1 + ε) everywhere, no parameters
+            return f + math.log1p(self.eps) * (z[0].size * d.sum())
+        lp0, _, dth = self.log_pi0(z, param_derivs=True)
+        self.pi0.accumulate(dth, d[:, None, None])
+        return f + d @ lp0.reshape(z.shape[0], -1).sum(axis=1)
 
     def log_energy_and_grad(self, z: Any) -> tuple[Any, Any]:
         """e (N, O, I) and ∂e/∂z elementwise (N, O, I), no cache, no parameter gradients

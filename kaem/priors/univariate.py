@@ -16,7 +16,7 @@ from typing import Any, Callable
 from ..backend import Backend
 from ..kan import KANSpec
 from ..numerics import rowwise_interp
-from .contrastive import unnorm_prior_loss
+from .contrastive import contrastive_weights
 from .quadrature import QuadratureDensities
 
 
@@ -99,7 +99,7 @@ class UnivariatePrior(QuadratureDensities):
         draws or None. Since ∇ log Z_{q,p} = E_{π_{q,p}}[∇ f_{q,p}], the CD term's gradient
         is a Monte Carlo estimate of Σ ∇ log Z. Returns the value (0-d array).
         """
-        loss = unnorm_prior_loss(self, z_post, weight, z_cd)
+        loss = self.weighted_log_energy(*contrastive_weights(z_post, weight, z_cd))
         if exact_logZ:
             logZ = self.log_Z()
             loss = loss + logZ.sum()
