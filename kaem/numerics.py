@@ -46,14 +46,16 @@ def rowwise_interp(u: Any, cdf: Any, values: Any, rows: Any = None) -> Any:
     abscissae of the CDF knots. One flat ``interp`` over all rows, each row shifted by 2r
     (in float64, so the shift costs no resolution); u outside [0, 1] clamps to the ends.
     Fastest with each row of u sorted: every search then starts where the last one ended.
-    With ``rows`` (integers, shaped like u, any shape) u[j] is looked up in row rows[j].
+    With ``rows`` (integers, any shape that broadcasts against u) u[j] is looked up in row
+    rows[j], and z has the broadcast shape: queries shared by several rows are passed once.
+    z is float64.
     """
     xp = array_module(u)
     shift = 2.0 * xp.arange(cdf.shape[0], dtype=xp.float64)[:, None]
     row_shift = shift if rows is None else 2.0 * rows.astype(xp.float64)
-    uq = xp.clip(u.astype(xp.float64), 0.0, 1.0) + row_shift
-    z = xp.interp(uq.ravel(), (cdf.astype(xp.float64) + shift).ravel(), values.ravel())
-    return z.reshape(u.shape)
+    uq = xp.clip(u.astype(xp.float64), 0.0, 1.0) + row_shift  # clipped before broadcasting
+    z = xp.interp(uq.ravel(), (cdf + shift).ravel(), values.ravel())  # float64 by the shift
+    return z.reshape(uq.shape)
 
 
 def uniform_(rng: Any, out: Any) -> Any:

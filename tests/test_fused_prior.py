@@ -1,7 +1,8 @@
 """The fused weighted prior loss (kaem/bases.py ``RBF.weighted_sums``, kaem/kan.py
 ``KANLayer.weighted_pointwise``, kaem/priors/quadrature.py ``weighted_log_energy``) against
 the reference path (basis tensor, ``forward_pointwise`` + ``backward_pointwise``) and against
-central differences. float64, random non-trivial parameters, inputs and weights of both signs.
+central differences; and the inverse-transform sampler run in q blocks over the CPU threads.
+float64, random non-trivial parameters, inputs and weights of both signs.
 """
 from __future__ import annotations
 
@@ -127,3 +128,25 @@ def test_prior_loss_fused_matches_reference_path(pi0: str, exact: bool) -> None:
     assert abs(fused[0] - ref[0]) < TIGHT * abs(ref[0])
     for k in ref[1]:
         assert rel_error(fused[1][k], ref[1][k]) < TIGHT, k
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-u", "own-u"])
+def test_sampler_blocks_over_threads_give_the_same_draws(monkeypatch, shared: bool) -> None:
+    """The inverse-transform sampler split over q blocks (3 threads) draws what one block
+    draws from the same random numbers (float64: the row shift of the flat interpolation
+    rounds differently per block, ~1e-12), and every draw is in its own (n, q, p) slot:
+    the one-block draws equal rowwise_interp in draw order, computed here without sorting."""
+    from kaem.numerics import rowwise_interp
+
+    spec = KANSpec(basis="RBF", grid_size=5)
+    prior = UnivariatePrior(BE, 3, 17, spec, BE.rng(0), shared_uniform=shared)  # Q = 17: two q blocks of 8 and 9
+    randomise_kan(prior.params, 11)
+    monkeypatch.setenv("KAEM_THREADS", "1")
+    one = prior.sample(40, BE.rng(4))
+    u = BE.rng(4).random((40, 1 if shared else 17, 3))
+    cdf, edges = prior.its_tables()
+    rows = np.arange(17 * 3).reshape(1, 17, 3)
+    want = rowwise_interp(np.broadcast_to(u, (40, 17, 3)), cdf, edges, rows=rows)
+    assert rel_error(one, want) < 1e-12
+    monkeypatch.setenv("KAEM_THREADS", "3")
+    assert rel_error(prior.sample(40, BE.rng(4)), one) < 1e-12

@@ -165,8 +165,13 @@ class QuadratureDensities:
 
     # ---- energies: e = f + log(π0 + ε) --------------------------------------------------
     def log_pi0(self, x: Any, param_derivs: bool = False) -> tuple:
-        """log(π0(x) + ε), its x-derivative and (``param_derivs``) {θ: ∂/∂θ}, elementwise."""
+        """log(π0(x) + ε), its x-derivative and (``param_derivs``) {θ: ∂/∂θ}, elementwise;
+        for a flat π0 (ebm) the constants log(1 + ε) and 0 as 0-d arrays, which broadcast
+        wherever they are added."""
         xp = self.be.xp
+        if self.pi0.flat:  # no elementwise passes for a constant
+            out = (xp.asarray(math.log1p(self.eps), dtype=x.dtype), xp.zeros((), dtype=x.dtype))
+            return out + ({},) if param_derivs else out
         lp, dlp, *dth = self.pi0.log_pdf(x, param_derivs)
         p = xp.exp(lp)
         s = p / (p + self.eps)  # ∂ log(π0 + ε) = π0/(π0 + ε) · ∂ log π0
@@ -272,8 +277,11 @@ class QuadratureDensities:
         with np.errstate(divide="ignore"):
             edges, lcell = self.rule.cells(nodes, w, lo, self._log_integrand(nodes, cache=False))
         C = lcell.shape[0]
-        mass = xp.exp(lcell - lcell.max(axis=0, keepdims=True)).reshape(C, O * I).T  # (OI, C)
-        cdf = xp.concatenate([xp.zeros((O * I, 1), mass.dtype), xp.cumsum(mass, axis=1)], axis=1)
+        mass = lcell - lcell.max(axis=0, keepdims=True)
+        xp.exp(mass, out=mass)
+        cdf = xp.empty((O * I, C + 1), dtype=mass.dtype)
+        cdf[:, 0] = 0
+        xp.cumsum(mass.reshape(C, O * I).T, axis=1, out=cdf[:, 1:])
         cdf /= cdf[:, -1:]
         return cdf, xp.broadcast_to(edges.T[None], (O, I, C + 1)).reshape(O * I, C + 1)
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from ..backend import Backend
 from ..kan import KANSpec
 from ..numerics import rowwise_interp
+from ..threads import map_blocks, row_blocks
 from .contrastive import contrastive_weights
 from .quadrature import QuadratureDensities
 
@@ -109,14 +110,24 @@ class UnivariatePrior(QuadratureDensities):
     # ---- inverse transform sampling -----------------------------------------------------------
     def sample(self, n: int, rng: Any) -> Any:
         """n exact draws z (n, Q, P) by inverse transform on the quadrature CDF
-        (``its_tables``): no gradient, no MCMC, no loop over (q, p) or samples."""
+        (``its_tables``): no gradient, no MCMC, no loop over (q, p) or samples. On the CPU
+        the q are split into one block per thread (``kaem/threads.py``)."""
         xp, Q, P = self.be.xp, self.Q, self.P
         cdf, edges = self.its_tables()  # rows q·P + p
         Qu = 1 if self.shared_uniform else Q  # shared: one u_p for every q (the KART reading)
         u = rng.random((n, Qu, P), dtype=self.be.dtype).transpose(1, 2, 0)  # (Qu, P, n)
         # sorted queries make the search cheap (each continues from the last); undone below
         order = xp.argsort(u, axis=2)
-        u = xp.broadcast_to(xp.take_along_axis(u, order, axis=2), (Q, P, n)).reshape(Q * P, n)
-        z = rowwise_interp(u, cdf, edges).reshape(Q, P, n)  # sorted along n
-        z = xp.take_along_axis(z, xp.argsort(order, axis=2), axis=2)  # back to draw order
-        return xp.ascontiguousarray(z.transpose(2, 0, 1)).astype(self.be.dtype, copy=False)
+        u = xp.take_along_axis(u, order, axis=2)
+        out = xp.empty((n, Q, P), dtype=self.be.dtype)
+        rows = xp.arange(Q * P).reshape(Q, P, 1)  # table row q·P + p = flat index in out[0]
+
+        def block(q0: int, q1: int) -> None:  # the q0..q1 tables, on one CPU thread
+            qs = slice(q0, q1) if Qu > 1 else slice(None)
+            z = rowwise_interp(u[qs], cdf[q0 * P:q1 * P], edges[q0 * P:q1 * P],
+                               rows=rows[q0:q1] - q0 * P)  # (q1 − q0, P, n), sorted along n
+            # back to draw order: z[q, p, k] is out[order[p, k], q, p], one flat scatter
+            xp.put(out, order[qs] * (Q * P) + rows[q0:q1], z, mode="wrap")
+
+        map_blocks(block, row_blocks(xp, Q, min_rows=8))
+        return out
