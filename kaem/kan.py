@@ -18,11 +18,13 @@ and only those asked for); backward accumulates into
 ``self.grads`` (or, with ``need_params=False``, returns only the input gradient a sampler
 needs). ``derivative_pointwise`` gives φ and φ' elementwise, for the prior's z-gradient.
 
-Spline weights: both forms contract the basis with W[o,i,g] = w_sp[i,o]·c[i,o,g], kept in
-the layout (out, in, nb) so that the network form is ``B.reshape(N, in·nb) @ W.reshape(out,
-in·nb).T`` and the pointwise form reads W[o, i] directly. W is rebuilt on every forward
-except inside a :func:`fixed_parameters` scope (a sampler's many evaluations, a training
-step's forwards and backwards, an evaluation), where each layer builds it once.
+Spline weights: both forms contract the basis with W[o,i,g] = w_sp[i,o]·c[i,o,g]. The
+pointwise form reads W[o, i] directly, in the layout (out, in, nb) (``spline_weights``); the
+network form keeps W as one matrix Wn[(i,g), o] (in·nb, out) (``network_weights``), so that
+its three products (y = B Wn, ∂L/∂B = dy Wnᵀ, ∂L/∂Wn = Bᵀ dy) need no transposed operand
+and ∂L/∂Wn splits into the parameters' layout in cache-sized row blocks. W is rebuilt on
+every forward except inside a :func:`fixed_parameters` scope (a sampler's many evaluations,
+a training step's forwards and backwards, an evaluation), where each layer builds it once.
 
 Initialisation (spec 2): w_base = glorot-normal · (μ_scale + σ_base·(2n − 1))/√in with
 n ~ N(0, 1) per entry; w_sp = glorot-normal · σ_spline; c from the basis (least-squares
@@ -35,9 +37,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+import numpy as np
+
 from .activations import get_activation
 from .backend import Backend, array_module
 from .bases import make_basis
+from .threads import map_blocks, row_blocks
+
+# the network form's weight passes (build of Wn, split of ∂L/∂W) work in row blocks of
+# about this many entries, so that their few elementwise passes run in cache (CPU)
+SPLIT_ELEMENTS = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,8 @@ class KANLayer:
             self.buffers["tau"] = tau
         self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
         self._cache: tuple = ()
-        self._W: tuple = (None, None)  # (scope id, W) built inside a fixed_parameters scope
+        self._W: dict = {}  # form -> (scope id, W) built inside a fixed_parameters scope
+        self._dWn: Any = None  # (in·nb, out) scratch for ∂L/∂Wn, reused across steps
 
     @property
     def tau(self) -> Any:
@@ -143,18 +153,39 @@ class KANLayer:
         for g in self.grads.values():
             g[...] = 0
 
-    def spline_weights(self) -> Any:
-        """W[o, i, g] = w_sp[i,o]·c[i,o,g], shape (out, in, nb); built once per
-        :func:`fixed_parameters` scope, on every call outside one."""
+    def _weights(self, form: str, build: Any) -> Any:
+        """W of one form from ``build()``: once per :func:`fixed_parameters` scope, on every
+        call outside one (and then not kept)."""
         sid = _scope[0]
-        if sid is not None and self._W[0] == sid:
-            return self._W[1]
-        p = self.params
-        xp, c = array_module(p["coef"]), p["coef"]
-        W = xp.empty((c.shape[1], c.shape[0], c.shape[2]), dtype=xp.result_type(c, p["w_sp"]))
-        xp.multiply(c.transpose(1, 0, 2), p["w_sp"].T[:, :, None], out=W)  # one pass, written in W's layout
-        self._W = (sid, W if sid is not None else None)
+        hit = self._W.get(form)
+        if sid is not None and hit is not None and hit[0] == sid:
+            return hit[1]
+        W = build()
+        self._W[form] = (sid, W if sid is not None else None)
         return W
+
+    def spline_weights(self) -> Any:
+        """W[o, i, g] = w_sp[i,o]·c[i,o,g], shape (out, in, nb) (the pointwise form)."""
+        def build() -> Any:
+            p = self.params
+            xp, c = array_module(p["coef"]), p["coef"]
+            W = xp.empty((c.shape[1], c.shape[0], c.shape[2]), dtype=xp.result_type(c, p["w_sp"]))
+            xp.multiply(c.transpose(1, 0, 2), p["w_sp"].T[:, :, None], out=W)  # one pass, written in W's layout
+            return W
+        return self._weights("pointwise", build)
+
+    def network_weights(self) -> Any:
+        """Wn[(i, g), o] = w_sp[i,o]·c[i,o,g], shape (in·nb, out) (the network form's matrix)."""
+        def build() -> Any:
+            p = self.params
+            xp, c, w = array_module(p["coef"]), p["coef"], p["w_sp"]
+            I, O, G = c.shape
+            Wn = xp.empty((I, G, O), dtype=xp.result_type(c, w))
+            # one pass per row block of i, each reading c[i] (O·G, cache-sized) in the order Wn is written
+            map_blocks(lambda a, b: xp.multiply(c[a:b].transpose(0, 2, 1), w[a:b, None, :], out=Wn[a:b]),
+                       row_blocks(xp, I, _rows_per_block(O * G)))
+            return Wn.reshape(I * G, O)
+        return self._weights("network", build)
 
     def _need_dtau(self, need_params: bool) -> bool:
         return need_params and "tau" in self.grads
@@ -163,37 +194,42 @@ class KANLayer:
     def forward(self, x: Any, cache: bool = True) -> Any:
         """x (N, in) -> y (N, out); with ``cache`` keeps what ``backward`` needs.
 
-        y = b(x) @ w_base + B(x).reshape(N, in·nb) @ W.reshape(out, in·nb)ᵀ.
+        y = b(x) @ w_base + B(x).reshape(N, in·nb) @ Wn.
         """
         N = x.shape[0]
-        W = self.spline_weights()
+        Wn = self.network_weights()
         B = self.basis.evaluate(x, self.buffers["grid"], self.tau)  # (N, in, nb)
-        y = B.reshape(N, -1) @ W.reshape(self.out_dim, -1).T
+        y = B.reshape(N, -1) @ Wn
         b = db = None
         if self.has_base_branch:
             b, db = self.act(x)
             y += b @ self.params["w_base"]
         if cache:
-            self._cache = (x, b, db, B, W, None)
+            self._cache = (x, b, db, B, Wn, None)
         return y
 
     def backward(self, dy: Any, need_dx: bool = True, need_params: bool = True) -> Any:
         """dy (N, out) -> dx (N, in); adds ∂L/∂θ into ``self.grads`` unless ``need_params``
         is False (a sampler wants only dx).
 
-        ∂L/∂W = dyᵀ B (out, in·nb), then split into w_sp and coef; ∂L/∂B = dy W;
+        ∂L/∂Wn = Bᵀ dy (in·nb, out), then split into w_sp and coef; ∂L/∂B = dy Wnᵀ;
         dx = b'(x)·(dy w_baseᵀ) + Σ_g ∂L/∂B_g ∂B_g/∂x, dτ = Σ ∂L/∂B ∂B/∂τ (``Basis.backward``).
         """
-        x, b, db, B, W, _ = self._cache
+        x, b, db, B, Wn, _ = self._cache
         N, p, g = x.shape[0], self.params, self.grads
         if need_params:
-            self._add_weight_grads((dy.T @ B.reshape(N, -1)).reshape(W.shape))
+            xp = array_module(dy)
+            if self._dWn is None or self._dWn.shape != Wn.shape or self._dWn.dtype != Wn.dtype:
+                self._dWn = xp.empty(Wn.shape, dtype=Wn.dtype)
+            xp.matmul(B.reshape(N, -1).T, dy, out=self._dWn)
+            I, O, G = p["coef"].shape
+            self._split_weight_grads(self._dWn.reshape(I, G, O).transpose(0, 2, 1))
             if b is not None:
                 g["w_base"] += b.T @ dy
         need_tau = self._need_dtau(need_params)
         if not (need_dx or need_tau):
             return None
-        dB = (dy @ W.reshape(self.out_dim, -1)).reshape(B.shape)
+        dB = (dy @ Wn.T).reshape(B.shape)
         dx, dtau = self.basis.backward(dB, x, B, self.buffers["grid"], self.tau, need_dx, need_tau)
         if need_tau:
             g["tau"] += dtau
@@ -204,12 +240,36 @@ class KANLayer:
         return dx
 
     def _add_weight_grads(self, dW: Any) -> None:
-        """Split ∂L/∂W (out, in, nb) into the parameters: ∂c = ∂W·w_sp, ∂w_sp = Σ_g ∂W·c."""
+        """Split ∂L/∂W (out, in, nb), the pointwise form's layout, into the parameters."""
+        self._split_weight_grads(dW.transpose(1, 0, 2))
+
+    def _split_weight_grads(self, dW: Any) -> None:
+        """Split ∂L/∂W into the parameters: ∂c = ∂W·w_sp, ∂w_sp = Σ_g ∂W·c.
+
+        dW[i, o, g] (in, out, nb), any strides (a transposed view of either form's ∂L/∂W).
+        In row blocks of i over the CPU threads, each in cache-sized chunks: the chunk is
+        copied into the coef layout once, then every pass over it is contiguous (the sum
+        over g a matrix-vector product)."""
         xp = array_module(dW)
         p, g = self.params, self.grads
-        dWt = dW.transpose(1, 0, 2)  # (in, out, nb) view
-        g["coef"] += dWt * p["w_sp"][..., None]
-        g["w_sp"] += xp.einsum("iog,iog->io", dWt, p["coef"])
+        c, w, gc, gw = p["coef"], p["w_sp"], g["coef"], g["w_sp"]
+        I, O, G = c.shape
+        rows = _rows_per_block(O * G) if xp is np else I
+        ones = xp.ones(G, dtype=gc.dtype)
+
+        def run(a: int, b: int) -> None:
+            t = xp.empty((min(rows, b - a), O, G), dtype=gc.dtype)
+            u = xp.empty_like(t)
+            for i0 in range(a, b, rows):  # cache-sized chunks of rows, not a loop over entries
+                i1 = min(b, i0 + rows)
+                ti, ui = t[:i1 - i0], u[:i1 - i0]
+                ti[...] = dW[i0:i1]
+                xp.multiply(ti, c[i0:i1], out=ui)
+                gw[i0:i1] += (ui.reshape(-1, G) @ ones).reshape(i1 - i0, O)
+                ti *= w[i0:i1, :, None]
+                gc[i0:i1] += ti
+
+        map_blocks(run, row_blocks(xp, I, rows))
 
     # ---- pointwise form: f[n,o,i] = φ_{i,o}(z[n,o,i]) -----------------------------------
     def forward_pointwise(self, z: Any, cache: bool = True) -> Any:
@@ -327,3 +387,8 @@ class KANLayer:
             f += b * wb
             df += db * wb
         return f, df
+
+
+def _rows_per_block(row_size: int) -> int:
+    """Rows of ``row_size`` entries that make one cache-sized block (at least one)."""
+    return max(1, SPLIT_ELEMENTS // max(1, row_size))
