@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
+
 from .backend import array_module
 
 _GELU_C = 0.7978845608028654  # sqrt(2/pi), tanh approximation as in Flux.gelu
@@ -19,16 +21,26 @@ _SELU_L = 1.0507009873554805
 _LEAK = 0.01
 
 
-def sigmoid(x: Any) -> Any:
-    """Numerically stable logistic 1/(1+e^{-x})."""
+def sigmoid(x: Any, out: Any = None) -> Any:
+    """The logistic 1/(1+e^{-x}), into ``out`` if given (may be x itself).
+
+    Stable as written: for x ≪ 0, e^{-x} overflows to inf and 1/(1+inf) = 0 exactly (the
+    overflow is expected, not warned about); for x ≫ 0, 1/(1+tiny) = 1. Four passes."""
     xp = array_module(x)
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    e = xp.negative(x, out=out)
+    with np.errstate(over="ignore"):
+        xp.exp(e, out=e)
+    e += 1
+    return xp.reciprocal(e, out=e)
 
 
 def _silu(x):
     s = sigmoid(x)
-    return x * s, s * (1 + x * (1 - s))
+    d = 1 - s  # s·(1 + x(1 − s)), in place
+    d *= x
+    d += 1
+    d *= s
+    return x * s, d
 
 
 def _gelu(x):

@@ -45,13 +45,7 @@ def apply_output_activation(name: str, a: Any, out: Any = None) -> Any:
     """y = out_act(a), optionally in place (``out=a``) to spare a (B, S, D) temporary."""
     xp = array_module(a)
     if name == "sigmoid":
-        if out is None:
-            return sigmoid(a)
-        xp.clip(a, -60, 60, out=out)  # exp stays finite in float32
-        xp.negative(out, out=out)
-        xp.exp(out, out=out)
-        out += 1
-        return xp.reciprocal(out, out=out)
+        return sigmoid(a, out=out)
     if name == "tanh":
         return xp.tanh(a, out=out)
     if out is None:

@@ -37,7 +37,10 @@ len − 1 decays (3, 6, 9 -> decays after epochs 3 and 9 only); we follow the ke
 
 Parameters and gradients are dicts name -> array (the model's flat views); θ and the state
 are updated in place, so the model's arrays are the optimiser's arrays. Each optimiser
-keeps one scratch array per parameter so a step allocates nothing.
+keeps one scratch array per parameter so a step allocates nothing. Every entry is updated
+on its own, so on the CPU a step runs in chunks of ``CHUNK`` entries (each chunk's dozen
+passes stay in cache) spread over the threads (kaem/threads.py); on the GPU each parameter
+is one chunk.
 """
 from __future__ import annotations
 
@@ -47,6 +50,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from .backend import array_module
+from .threads import map_blocks, row_blocks
+
+CHUNK = 1 << 15  # entries per chunk of a CPU step: the chunk of θ, g, tmp and the state fits in L2
 
 
 class OptimizerStateError(ValueError):
@@ -77,10 +83,20 @@ class Optimizer:
     def step(self, grads: dict[str, Any]) -> None:
         """One update of every parameter from ``grads`` (same keys and shapes)."""
         self.t += 1
-        for k, p in self.params.items():
-            self._update(k, p, grads[k], self._tmp[k])
+        work = [c for k, p in self.params.items()
+                for c in _chunks(p, grads[k], self._tmp[k], {s: self.state[s][k] for s in self.slots})]
+        if not work:
+            return
 
-    def _update(self, k: str, p: Any, g: Any, tmp: Any) -> None:
+        def run(a: int, b: int) -> None:
+            for j in range(a, b):
+                self._update(*work[j])
+
+        map_blocks(run, row_blocks(array_module(work[0][0]), len(work)))
+
+    def _update(self, p: Any, g: Any, tmp: Any, st: dict[str, Any]) -> None:
+        """Update θ (``p``) in place from ``g``; ``tmp`` is scratch, ``st`` maps each slot to
+        its state array; all four are the same chunk of one parameter."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -135,6 +151,19 @@ def _scalar(state: dict[str, Any], key: str) -> float | None:
         return None
 
 
+def _chunks(p: Any, g: Any, tmp: Any, st: dict[str, Any]) -> list[tuple]:
+    """(p, g, tmp, st) cut into flat chunks of ``CHUNK`` entries (numpy, contiguous arrays),
+    or the whole parameter as one."""
+    arrays = [p, tmp, *st.values()]
+    if array_module(p) is not np or p.size <= CHUNK or not all(a.flags.c_contiguous for a in arrays):
+        return [(p, g, tmp, st)]
+    flat = [a.reshape(-1) for a in arrays]
+    gf = g.reshape(-1)
+    names = list(st)
+    return [(flat[0][a:a + CHUNK], gf[a:a + CHUNK], flat[1][a:a + CHUNK],
+             {n: f[a:a + CHUNK] for n, f in zip(names, flat[2:])}) for a in range(0, p.size, CHUNK)]
+
+
 def _ema(avg: Any, x: Any, beta: float, tmp: Any) -> None:
     """avg ← β avg + (1 − β) x in place (tmp: scratch of avg's shape, overwritten)."""
     array_module(avg).multiply(x, 1 - beta, out=tmp)
@@ -147,7 +176,7 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def _update(self, k: str, p: Any, g: Any, tmp: Any) -> None:
+    def _update(self, p: Any, g: Any, tmp: Any, st: dict[str, Any]) -> None:
         array_module(p).multiply(g, self.lr, out=tmp)
         p -= tmp
 
@@ -161,8 +190,8 @@ class Momentum(Optimizer):
         super().__init__(params, lr)
         self.rho = rho
 
-    def _update(self, k: str, p: Any, g: Any, tmp: Any) -> None:
-        v = self.state["v"][k]
+    def _update(self, p: Any, g: Any, tmp: Any, st: dict[str, Any]) -> None:
+        v = st["v"]
         v *= self.rho
         array_module(p).multiply(g, self.lr, out=tmp)
         v += tmp
@@ -175,8 +204,8 @@ class Nesterov(Momentum):
 
     name = "nesterov"
 
-    def _update(self, k: str, p: Any, g: Any, tmp: Any) -> None:
-        v = self.state["v"][k]
+    def _update(self, p: Any, g: Any, tmp: Any, st: dict[str, Any]) -> None:
+        v = st["v"]
         array_module(p).multiply(g, self.lr, out=tmp)  # η g
         v *= self.rho
         v += tmp
@@ -194,8 +223,8 @@ class RMSProp(Optimizer):
         super().__init__(params, lr)
         self.rho, self.eps = rho, eps
 
-    def _update(self, k: str, p: Any, g: Any, tmp: Any) -> None:
-        xp, s = array_module(p), self.state["s"][k]
+    def _update(self, p: Any, g: Any, tmp: Any, st: dict[str, Any]) -> None:
+        xp, s = array_module(p), st["s"]
         xp.multiply(g, g, out=tmp)
         _ema(s, tmp, self.rho, tmp)
         xp.sqrt(s, out=tmp)
@@ -215,21 +244,21 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
-    def _direction(self, k: str, g: Any, tmp: Any) -> None:
-        """Update the moments with g and leave u = m̂ / (√v̂ + ε) in tmp."""
-        xp, m, v = array_module(g), self.state["m"][k], self.state["v"][k]
+    def _direction(self, g: Any, tmp: Any, st: dict[str, Any]) -> None:
+        """Update the moments with g and leave η u = η m̂ / (√v̂ + ε) in tmp, computed as
+        η √(1−β2^t)/(1−β1^t) · m / (√v + ε √(1−β2^t)) (two passes fewer, equal up to rounding)."""
+        xp, m, v = array_module(g), st["m"], st["v"]
         _ema(m, g, self.beta1, tmp)
         xp.multiply(g, g, out=tmp)
         _ema(v, tmp, self.beta2, tmp)
-        xp.divide(v, 1 - self.beta2 ** self.t, out=tmp)
-        xp.sqrt(tmp, out=tmp)
-        tmp += self.eps
+        c2 = math.sqrt(1 - self.beta2 ** self.t)
+        xp.sqrt(v, out=tmp)
+        tmp += self.eps * c2
         xp.divide(m, tmp, out=tmp)
-        tmp *= 1 / (1 - self.beta1 ** self.t)
+        tmp *= self.lr * c2 / (1 - self.beta1 ** self.t)
 
-    def _update(self, k: str, p: Any, g: Any, tmp: Any) -> None:
-        self._direction(k, g, tmp)
-        tmp *= self.lr
+    def _update(self, p: Any, g: Any, tmp: Any, st: dict[str, Any]) -> None:
+        self._direction(g, tmp, st)
         p -= tmp
 
 
@@ -243,9 +272,8 @@ class AdamW(Adam):
         super().__init__(params, lr, beta1, beta2, eps)
         self.weight_decay = weight_decay
 
-    def _update(self, k: str, p: Any, g: Any, tmp: Any) -> None:
-        self._direction(k, g, tmp)
-        tmp *= self.lr
+    def _update(self, p: Any, g: Any, tmp: Any, st: dict[str, Any]) -> None:
+        self._direction(g, tmp, st)
         if self.weight_decay:
             p *= 1 - self.lr * self.weight_decay  # θ − ηλθ, then − ηu: the same update
         p -= tmp

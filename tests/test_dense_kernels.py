@@ -1,5 +1,6 @@
 """The dense part of a training step against its plain formulas (float64, random inputs):
-the KAN network form's blocked weight passes (kaem/kan.py).
+the KAN network form's blocked weight passes (kaem/kan.py), the optimisers' chunked step
+(kaem/optim.py), the one-formula sigmoid (kaem/activations.py).
 
 Each kernel here is a faster arrangement of a formula that exists elsewhere in one line;
 the test runs it with small block sizes and two threads, so every block boundary and chunk
@@ -11,10 +12,14 @@ import numpy as np
 import pytest
 
 import kaem.kan as kan
+import kaem.optim as optim
 from conftest import randomise_kan
 from gradcheck import check_grad
+from kaem.activations import sigmoid
 from kaem.backend import get_backend
+from kaem.config import load_config
 from kaem.kan import KANLayer, KANSpec
+from kaem.optim import OPTIMIZERS, make_optimizer
 
 BE = get_backend("cpu", "float64")
 
@@ -69,3 +74,53 @@ def test_network_form_gradients_with_small_blocks(small_blocks):
     check_grad(loss, x, dx, tol=1e-6, name="dx")
     for k in layer.params:
         check_grad(loss, layer.params[k], layer.grads[k], tol=1e-6, name=k)
+
+
+# ---- optimiser: chunks over threads -----------------------------------------------------
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_optimiser_chunks_over_threads_give_the_whole_array_update_exactly(kind, monkeypatch):
+    """A step in chunks of 7 entries on two threads equals the one-chunk step bit for bit
+    (every entry's arithmetic is the same), for contiguous parameters, a transposed one
+    (updated whole) and a 0-d one."""
+    shapes = {"a": (5, 9), "b": (40,), "t": ()}
+
+    def run(chunk, threads):
+        monkeypatch.setattr(optim, "CHUNK", chunk)
+        monkeypatch.setenv("KAEM_THREADS", str(threads))
+        rs = np.random.default_rng(6)
+        p = {k: rs.normal(size=s) for k, s in shapes.items()}
+        p["c"] = rs.normal(size=(6, 4)).T  # not C-contiguous
+        cfg = load_config("mnist", overrides=[f"OPTIMIZER.type={kind}"] + (["OPTIMIZER.decay=0.1"] if kind == "adamw" else []))
+        opt = make_optimizer(p, cfg["OPTIMIZER"])
+        for _ in range(3):
+            opt.step({k: rs.normal(size=v.shape) for k, v in p.items()})
+        return p, opt.state_dict()
+
+    p1, s1 = run(1 << 30, 1)
+    p2, s2 = run(7, 2)
+    for k in p1:
+        np.testing.assert_array_equal(p1[k], p2[k])
+    for k in s1:
+        np.testing.assert_array_equal(s1[k], s2[k])
+
+
+# ---- sigmoid ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sigmoid_matches_the_two_branch_formula(dtype):
+    """1/(1+e^{-x}) against the where-form e^{-|x|} based one, over the whole range: equal
+    to a few ulps where the value is normal; below, both are at most the smallest normal."""
+    x = np.concatenate([np.linspace(-800, 800, 4001), np.random.default_rng(7).normal(0, 5, 2000)]).astype(dtype)
+    e = np.exp(-np.abs(x))
+    want = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # the overflow to inf is internal
+        got = sigmoid(x)
+    assert got.dtype == dtype
+    tiny = np.finfo(dtype).tiny
+    normal = want > tiny
+    np.testing.assert_allclose(got[normal], want[normal], rtol=4 * np.finfo(dtype).eps, atol=0)
+    assert (got[~normal] <= tiny).all() and (got >= 0).all() and (got <= 1).all()
+    y = x.copy()
+    assert sigmoid(y, out=y) is y
+    np.testing.assert_array_equal(y, got)
