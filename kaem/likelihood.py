@@ -32,7 +32,8 @@ import numpy as np
 
 from .activations import sigmoid
 from .backend import array_module
-from .numerics import standard_normal_
+from .numerics import normal_streams, standard_normal_
+from .threads import map_blocks, row_blocks
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "tanh", "none")
 NOISE_SHARING = ("pair", "sample")
@@ -144,7 +145,10 @@ class GaussianLikelihood:
     def _log_lik_pairs_independent(self, x: Any, g: Any, rng: Any, noise: Any) -> Any:
         """``pair`` sharing: one pass over the (S, B, D) tensor in cache-sized blocks of
         whole s-slices; each block draws its noise, forms y and r = x − y, reduces ‖r‖², and
-        leaves ∂ll/∂g = r ⊙ out_act'(y)/σ² (per pair) in the reused buffer."""
+        leaves r ⊙ out_act'(y) (per pair; ``backward_pairs`` applies the 1/σ²) in the
+        reused buffer. On the CPU the blocks are shared out over the threads, each drawing
+        from a generator advanced to its first block (``normal_streams``), so the noise is
+        the sequential draw's whatever the number of threads."""
         xp = array_module(g)
         (S, D), B = g.shape, x.shape[0]
         shape = (S, B, D)
@@ -152,24 +156,35 @@ class GaussianLikelihood:
             self._buf = xp.empty(shape, dtype=g.dtype)
         buf = self._buf
         k = S if xp is not np else max(1, min(S, BLOCK_ELEMENTS // (B * D)))
-        r = xp.empty((k, B, D), dtype=g.dtype)
-        sq = xp.empty((S, B), dtype=g.dtype)
-        inv = 1.0 / self.sigma ** 2
-        for s0 in range(0, S, k):  # blocks of s-slices sized for the cache, not one per sample
-            s1 = min(S, s0 + k)
-            a, rb = buf[s0:s1], r[:s1 - s0]
-            if noise is None:  # a = −σ_n ξ (the sign folded into the radius: no extra pass)
-                standard_normal_(rng, a, scale=-self.noise)
+        blocks = [(s0, min(S, s0 + k)) for s0 in range(0, S, k)]
+        parts = row_blocks(xp, len(blocks))
+        streams = {0: rng}
+        if noise is None and len(parts) > 1:
+            at = [j0 for j0, _ in parts]
+            gens = normal_streams(rng, [(s1 - s0) * B * D for s0, s1 in blocks], g.dtype, at)
+            if gens is None:
+                parts = [(0, len(blocks))]
             else:
-                xp.multiply(noise[:, s0:s1].transpose(1, 0, 2), -self.noise, out=a)
-            a -= g[s0:s1, None, :]  # a = −(g + σ_n ξ)
-            y = _output_of_negated_(self.out_act, a)
-            xp.subtract(x, y, out=rb)
-            sq[s0:s1] = xp.einsum("kbd,kbd->kb", rb, rb)
-            _times_output_grad_(self.out_act, y, rb)
-            a *= inv
+                streams = dict(zip(at, gens))
+        sq = xp.empty((S, B), dtype=g.dtype)
+
+        def run(j0: int, j1: int) -> None:
+            r = xp.empty((k, B, D), dtype=g.dtype)
+            for s0, s1 in blocks[j0:j1]:  # blocks of s-slices sized for the cache, not one per sample
+                a, rb = buf[s0:s1], r[:s1 - s0]
+                if noise is None:  # a = −σ_n ξ (the sign folded into the radius: no extra pass)
+                    standard_normal_(streams[j0], a, scale=-self.noise)
+                else:
+                    xp.multiply(noise[:, s0:s1].transpose(1, 0, 2), -self.noise, out=a)
+                a -= g[s0:s1, None, :]  # a = −(g + σ_n ξ)
+                y = _output_of_negated_(self.out_act, a)
+                xp.subtract(x, y, out=rb)
+                sq[s0:s1] = xp.einsum("kbd,kbd->kb", rb, rb)
+                _times_output_grad_(self.out_act, y, rb)
+
+        map_blocks(run, parts)
         self._pairs = ("pair",)
-        return sq.T * (-0.5 * inv)
+        return sq.T * (-0.5 / self.sigma ** 2)
 
     def backward_pairs(self, dll: Any) -> Any:
         """dll (B, S) = ∂L/∂ll -> ∂L/∂g (S, D), with fixed shapes (no gather of the non-zero
@@ -186,7 +201,9 @@ class GaussianLikelihood:
             dg *= output_activation_grad(self.out_act, y)
             dg *= 1.0 / self.sigma ** 2
             return dg
-        return (dll.T[:, None, :] @ self._buf)[:, 0, :]
+        dg = (dll.T[:, None, :] @ self._buf)[:, 0, :]
+        dg *= 1.0 / self.sigma ** 2
+        return dg
 
     # ---- paired rows: Langevin chains ---------------------------------------------------
     def log_lik_rows(self, x: Any, g: Any, rng: Any = None, noise: Any = None, batch: int | None = None) -> Any:

@@ -129,3 +129,34 @@ def lstsq_batched(A: Any, y: Any) -> Any:
     lam = xp.maximum(rel * xp.trace(G, axis1=1, axis2=2), xp.finfo(xp.float64).tiny)
     G += lam[:, None, None] * xp.eye(nb, dtype=xp.float64)
     return xp.linalg.solve(G, At @ y64).astype(A.dtype)
+
+
+def normal_streams(rng: Any, sizes: list[int], dtype: Any, at: list[int]) -> list[Any] | None:
+    """Generators for drawing a sequence of blocks with :func:`standard_normal_` out of order.
+
+    Block j has ``sizes[j]`` entries of ``dtype``; drawn one after another from ``rng``, block
+    j would start after the raw 64-bit words of blocks 0..j−1. Returns one generator per
+    index in ``at``, positioned at that block's start (by ``advance``, not by drawing), and
+    moves ``rng`` past every block: each generator drawing its blocks in order then yields
+    exactly the numbers of the sequential draw, whatever the split. None (``rng`` untouched)
+    where the word count is not fixed: not a numpy generator with an advanceable bit
+    generator (PCG64), or a dtype other than float32 (⌈n/2⌉ words, the raw-bit uniforms of
+    :func:`uniform_`) and float64 (one word per uniform).
+    """
+    bg = getattr(rng, "bit_generator", None)
+    dtype = np.dtype(dtype)
+    if not isinstance(rng, np.random.Generator) or not hasattr(bg, "advance") or dtype.kind != "f" \
+            or dtype.itemsize not in (4, 8):
+        return None
+    per_uniform_pair = 1 if dtype.itemsize == 4 else 2  # standard_normal_ draws ⌈n/2⌉ uniform pairs
+    starts = [0]
+    for n in sizes:
+        starts.append(starts[-1] + per_uniform_pair * ((n + 1) // 2))
+    out = []
+    for j in at:
+        child = type(bg)(0)  # its seed is replaced by rng's state just below
+        child.state = bg.state
+        child.advance(starts[j])
+        out.append(np.random.Generator(child))
+    bg.advance(starts[-1])
+    return out

@@ -1,6 +1,7 @@
 """The dense part of a training step against its plain formulas (float64, random inputs):
 the KAN network form's blocked weight passes (kaem/kan.py), the optimisers' chunked step
-(kaem/optim.py), the one-formula sigmoid (kaem/activations.py).
+(kaem/optim.py), the one-formula sigmoid (kaem/activations.py), the pair-mode likelihood's blocks over
+threads with their noise streams (kaem/likelihood.py, kaem/numerics.py).
 
 Each kernel here is a faster arrangement of a formula that exists elsewhere in one line;
 the test runs it with small block sizes and two threads, so every block boundary and chunk
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import kaem.kan as kan
+import kaem.likelihood as likelihood
 import kaem.optim as optim
 from conftest import randomise_kan
 from gradcheck import check_grad
@@ -19,6 +21,8 @@ from kaem.activations import sigmoid
 from kaem.backend import get_backend
 from kaem.config import load_config
 from kaem.kan import KANLayer, KANSpec
+from kaem.likelihood import GaussianLikelihood, apply_output_activation, output_activation_grad
+from kaem.numerics import normal_streams, standard_normal_
 from kaem.optim import OPTIMIZERS, make_optimizer
 
 BE = get_backend("cpu", "float64")
@@ -124,3 +128,50 @@ def test_sigmoid_matches_the_two_branch_formula(dtype):
     y = x.copy()
     assert sigmoid(y, out=y) is y
     np.testing.assert_array_equal(y, got)
+
+
+# ---- pair-mode likelihood: blocks over threads, noise streams ---------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normal_streams_reproduce_the_sequential_draw(dtype):
+    sizes = [6, 7, 1, 10, 5]
+    seq_rng = np.random.default_rng(11)
+    want = [standard_normal_(seq_rng, np.empty(n, dtype=dtype)) for n in sizes]
+    rng = np.random.default_rng(11)
+    gens = normal_streams(rng, sizes, dtype, at=[0, 2, 3])
+    got = [None] * len(sizes)
+    for g, (j0, j1) in zip(gens, [(0, 2), (2, 3), (3, 5)]):
+        for j in range(j0, j1):
+            got[j] = standard_normal_(g, np.empty(sizes[j], dtype=dtype))
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    assert rng.bit_generator.state == seq_rng.bit_generator.state  # moved past every block
+    assert normal_streams(np.random.Generator(np.random.MT19937(0)), sizes, dtype, [0]) is None
+
+
+@pytest.mark.parametrize("out_act", ["sigmoid", "tanh", "none"])
+def test_pair_likelihood_over_threads_equals_one_thread(out_act, monkeypatch):
+    """The blocked pair pass on two threads (several blocks each) gives the one-thread
+    ll, gradient and rng state bit for bit, and matches the plain formula on the same noise."""
+    monkeypatch.setattr(likelihood, "BLOCK_ELEMENTS", 2 * 3 * 5)  # 2 s-slices per block
+    r = np.random.default_rng(12)
+    x, g, dll = r.random((3, 5)), r.normal(size=(9, 5)), r.random((3, 9))
+
+    def run(threads):
+        monkeypatch.setenv("KAEM_THREADS", str(threads))
+        lik, rng = GaussianLikelihood(0.3, 0.2, out_act, "pair"), np.random.default_rng(13)
+        ll = lik.log_lik_pairs(x, g, rng=rng)
+        return ll, lik.backward_pairs(dll), rng.bit_generator.state
+
+    ll1, dg1, st1 = run(1)
+    ll2, dg2, st2 = run(2)
+    np.testing.assert_array_equal(ll1, ll2)
+    np.testing.assert_array_equal(dg1, dg2)
+    assert st1 == st2
+    seq = np.random.default_rng(13)  # the blocks' draws, one after another: −ξ for s-slices 0-1, 2-3, ...
+    xi = np.concatenate([standard_normal_(seq, np.empty((min(2, 9 - s0), 3, 5)), scale=-1.0) for s0 in range(0, 9, 2)])
+    y = apply_output_activation(out_act, g[:, None, :] + 0.2 * -xi)  # (S, B, D)
+    want_ll = -0.5 / 0.3 ** 2 * ((x - y) ** 2).sum(-1).T
+    np.testing.assert_allclose(ll1, want_ll, rtol=1e-12)
+    want_dg = np.einsum("bs,sbd->sd", dll, (x - y) * output_activation_grad(out_act, y)) / 0.3 ** 2
+    np.testing.assert_allclose(dg1, want_dg, rtol=1e-11, atol=1e-13)
