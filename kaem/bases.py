@@ -88,13 +88,18 @@ class Basis(ABC):
         callers take ``evaluate`` + ``backward`` (the reference path)."""
         return None
 
-    def value_and_slope(self, z: Any, grid: Any, tau: Any, W: Any) -> tuple[Any, Any]:
+    def value_and_slope(self, z: Any, grid: Any, tau: Any, W: Any, out: tuple | None = None) -> tuple[Any, Any]:
         """Σ_g W[o,i,g] B_g(z[n,o,i]) and Σ_g W[o,i,g] B'_g(z[n,o,i]), both (N, out, in), for
         z (N, out, in) and W (out, in, nb): the spline part of the pointwise form and its
-        z-derivative (what samplers need from the prior)."""
+        z-derivative (what samplers need from the prior), into ``out`` (two arrays) if given.
+        Generic form (the reference for the fused ones): from the basis tensor."""
         xp = array_module(z)
         B, Bz, _ = self.evaluate(z, grid, tau, derivs=True, dtau=False)
-        return xp.einsum("noig,oig->noi", B, W), xp.einsum("noig,oig->noi", Bz, W)
+        f, df = xp.einsum("noig,oig->noi", B, W), xp.einsum("noig,oig->noi", Bz, W)
+        if out is None:
+            return f, df
+        out[0][...], out[1][...] = f, df
+        return out
 
     def init_coef(self, rng: Any, xp: Any, in_dim: int, out_dim: int, grid: Any, tau: Any,
                   eps_scale: float, dtype: Any) -> Any:
@@ -245,50 +250,66 @@ class RBF(Basis):
             T = T.reshape(nb, O, I).transpose(1, 2, 0)
         return S, T
 
-    def value_and_slope(self, z: Any, grid: Any, tau: Any, W: Any) -> tuple[Any, Any]:
-        """One knot at a time on (N, out, in) arrays, never the (N, out, in, nb) tensor:
-        with a = (z − c)/w and a_g = (t_g − c)/w (c the grid's centre, so that the
-        difference below cancels little), e_g = exp(−(a − a_g)²/2),
+    # Values per pass of value_and_slope: a chunk's five working arrays stay in a core's
+    # cache (2^15 float32: 128 kB each).
+    slope_chunk = 1 << 15
 
-            S0 = Σ_g W_g e_g,    S1 = Σ_g W_g B'_g = −(1/w) Σ_g W_g (a − a_g) e_g
-                                     = (Σ_g a_g W_g e_g − a·S0) / w,
+    def value_and_slope(self, z: Any, grid: Any, tau: Any, W: Any, out: tuple | None = None) -> tuple[Any, Any]:
+        """S0 = Σ_g W_g B_g(z) and S1 = Σ_g W_g B'_g(z) for z (N, out, in), W (out, in, nb),
+        one knot at a time on (rows, out, in) arrays, never the (N, out, in, nb) tensor;
+        into ``out`` (two (N, out, in) arrays) if given.
 
-        one exp and seven cheap passes per knot over arrays a nb-th of the basis tensor's
-        size, which stay in cache (the loop runs over the nb knots, each pass vectorised over
-        all (n, o, i); the per-knot operands are laid out (out, in) so every pass is
-        contiguous). Any grid: grid updating makes it non-uniform, which rules out the
-        uniform-grid recurrence exp(−(a−gδ)²/2) = exp(−a²/2)·exp(agδ)·exp(−g²δ²/2); the
-        exp per basis function is what is left. On the CPU the samples are taken in blocks
-        of about 2^17 values, which keeps the working arrays in cache."""
+        With a = (z − c)/w and a_g = (t_g − c)/w (c the grid's centre, so that the
+        differences below cancel little), B_g = exp(−(a − a_g)²/2), B'_g = −(a − a_g)·B_g/w:
+
+            S0 = Σ_g W_g B_g,    S1 = (Σ_g a_g W_g B_g − a·S0) / w.
+
+        With both inputs pre-scaled by √½ (b = a/√2, k_g = a_g/√2) the exponent is
+        (b − k_g)², and dividing W_g by exp((b − k_g)²) negates it and weights the bump in one
+        pass: a knot costs one exp and six cheap passes (subtract, square, divide, two sums,
+        one multiply by a_g) over a chunk of about ``slope_chunk`` values that stays in cache.
+        An exp that overflows gives W_g/inf = 0, the bump's true (underflowing) value. Any
+        grid: grid updating makes it non-uniform, which rules out the uniform-grid recurrence
+        exp(−(a−gδ)²/2) = exp(−a²/2)·exp(agδ)·exp(−g²δ²/2); the exp per basis function is
+        what is left (most of the time). Single-threaded: the caller spreads row blocks over
+        the cores (``KANLayer.derivative_pointwise``)."""
         xp = array_module(z)
         w = self.width(grid, tau)  # (in,)
         c = 0.5 * (grid[:, 0] + grid[:, -1])
         nb, (out_dim, in_dim) = grid.shape[1], W.shape[:2]
-        knots = xp.broadcast_to(((grid - c[:, None]) / w[:, None]).T[:, None, :], (nb, out_dim, in_dim))
-        Wg = xp.ascontiguousarray(W.transpose(2, 0, 1))  # (nb, out, in): contiguous per knot
-        KW = knots * Wg
-        knots = xp.ascontiguousarray(knots)
-        S0, S1 = xp.empty_like(z), xp.empty_like(z)
-        rows = z.shape[0] if xp is not np else max(1, (1 << 17) // (z[0].size or 1))
-        for r0 in range(0, z.shape[0], rows):  # blocks of samples sized for the cache
-            s0, s1 = S0[r0:r0 + rows], S1[r0:r0 + rows]
-            a = z[r0:r0 + rows] - c
-            a /= w
-            s0[...] = 0
-            s1[...] = 0
-            u, e = xp.empty_like(a), xp.empty_like(a)
-            for g in range(nb):
-                xp.subtract(a, knots[g], out=u)
-                xp.multiply(u, u, out=e)
-                e *= -0.5
-                xp.exp(e, out=e)
-                xp.multiply(e, Wg[g], out=u)
-                s0 += u
-                e *= KW[g]
-                s1 += e
-            a *= s0
-            s1 -= a
-            s1 /= w
+        knots = ((grid - c[:, None]) / w[:, None]).T  # a_g, (nb, in)
+        per_knot = (nb, out_dim, in_dim)  # operands laid out (out, in) per knot: contiguous passes
+        kr = xp.ascontiguousarray(xp.broadcast_to((knots * math.sqrt(0.5))[:, None, :], per_knot))
+        ka = xp.ascontiguousarray(xp.broadcast_to(knots[:, None, :], per_knot))
+        Wg = xp.ascontiguousarray(W.transpose(2, 0, 1))
+        S0, S1 = (xp.empty_like(z), xp.empty_like(z)) if out is None else out
+        n = z.shape[0]
+        k = 1 if xp is not np else -(-z.size // self.slope_chunk)  # chunks of equal size
+        with np.errstate(over="ignore"):  # exp((b − k_g)²) = inf far from every knot: W/inf = 0
+            for j in range(k):
+                r0, r1 = n * j // k, n * (j + 1) // k
+                if r1 == r0:
+                    continue
+                s0, s1 = S0[r0:r1], S1[r0:r1]
+                a = z[r0:r1] - c
+                a /= w
+                b = a * math.sqrt(0.5)
+                u, t = xp.empty_like(a), xp.empty_like(a)
+                for g in range(nb):
+                    xp.subtract(b, kr[g], out=u)
+                    xp.multiply(u, u, out=u)
+                    xp.exp(u, out=u)
+                    if g == 0:  # the sums start with the first knot's terms
+                        xp.divide(Wg[0], u, out=s0)
+                        xp.multiply(s0, ka[0], out=s1)
+                        continue
+                    xp.divide(Wg[g], u, out=t)
+                    s0 += t
+                    t *= ka[g]
+                    s1 += t
+                a *= s0
+                s1 -= a
+                s1 /= w
         return S0, S1
 
 

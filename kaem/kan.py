@@ -372,6 +372,9 @@ class KANLayer:
         What a sampler needs from the prior: values and z-gradients, no parameter
         gradients and no cache. φ' = w_base·b'(z) + Σ_g W[o,i,g] B'_g(z)
         (``Basis.value_and_slope``: RBF never forms the (N, out, in, nb) basis tensor).
+        On the CPU the samples are split into one row block per core, each computed whole
+        (spline part, then the base branch while the block is in cache): every value is
+        computed alone, so the blocking changes no result.
         """
         W = self.spline_weights()
         if z.shape[1] == 1 and self.out_dim > 1:  # inputs shared by every out, as in forward_pointwise
@@ -379,14 +382,29 @@ class KANLayer:
             Wi = W.transpose(1, 2, 0)  # (in, nb, out)
             f = (B[:, 0].transpose(1, 0, 2) @ Wi).transpose(1, 2, 0)
             df = (Bz[:, 0].transpose(1, 0, 2) @ Wi).transpose(1, 2, 0)
-        else:
-            f, df = self.basis.value_and_slope(z, self.buffers["grid"], self.tau, W)
-        if self.has_base_branch:
-            b, db = self.act(z)  # may alias z (identity activation): not written in place
-            wb = self.params["w_base"].T
-            f += b * wb
-            df += db * wb
+            if self.has_base_branch:
+                self._add_base_slope(z, f, df)
+            return f, df
+        xp = array_module(z)
+        dtype = xp.result_type(z, W)
+        f, df = xp.empty(z.shape, dtype=dtype), xp.empty(z.shape, dtype=dtype)
+
+        def block(r0: int, r1: int) -> None:
+            zb, fb, dfb = z[r0:r1], f[r0:r1], df[r0:r1]
+            self.basis.value_and_slope(zb, self.buffers["grid"], self.tau, W, out=(fb, dfb))
+            if self.has_base_branch:
+                self._add_base_slope(zb, fb, dfb)
+
+        per_row = z[0].size or 1  # a block of at least ~2^12 values: thread start-up is paid back
+        map_blocks(block, row_blocks(xp, z.shape[0], max(1, 4096 // per_row)))
         return f, df
+
+    def _add_base_slope(self, z: Any, f: Any, df: Any) -> None:
+        """f += w_base·b(z), df += w_base·b'(z), in place; z (N, out, in) or (N, 1, in)."""
+        b, db = self.act(z)  # may alias z (identity activation): not written in place
+        wb = self.params["w_base"].T
+        f += b * wb
+        df += db * wb
 
 
 def _rows_per_block(row_size: int) -> int:

@@ -125,3 +125,54 @@ def test_rbf_value_and_slope_far_outside_the_grid_is_finite_and_exact():
     f, df = layer.derivative_pointwise(z)
     assert np.isfinite(f).all() and np.isfinite(df).all()
     assert rel_error(f, layer.forward_pointwise(z, cache=False)) < 1e-13
+
+
+@pytest.mark.parametrize("basis", ["RBF", "FFT"])
+def test_derivative_pointwise_in_threaded_blocks_and_cache_chunks_equals_the_basis_tensor(monkeypatch, basis):
+    """The sampler kernel split over 3 threads (and, for RBF, into many cache chunks per
+    thread) equals the basis-tensor reference ``Basis.value_and_slope`` plus the base branch,
+    float64, on a non-uniform grid and inputs far outside it; and the blocking changes no bit."""
+    from kaem.bases import Basis, RBF
+
+    layer = _layer(basis, seed=9)
+    grid = layer.buffers["grid"]
+    if grid is not None:
+        grid += np.random.default_rng(10).uniform(-0.04, 0.04, grid.shape)
+        grid.sort(axis=1)
+    z = np.random.default_rng(11).uniform(-2.0, 2.0, (37, 4, 3))
+    z[0, 0] = [-40.0, 9.0, 1e4]
+    monkeypatch.setattr(RBF, "slope_chunk", 20)  # several chunks in every row block
+    monkeypatch.setenv("KAEM_THREADS", "1")
+    f1, df1 = layer.derivative_pointwise(z)
+    monkeypatch.setenv("KAEM_THREADS", "3")
+    monkeypatch.setattr("kaem.kan.row_blocks", lambda xp, n, min_rows=1: [(0, 5), (5, 6), (6, 37)])
+    f3, df3 = layer.derivative_pointwise(z)
+    np.testing.assert_array_equal(f3, f1)
+    np.testing.assert_array_equal(df3, df1)
+    S0, S1 = Basis.value_and_slope(layer.basis, z, grid, layer.tau, layer.spline_weights())
+    b, db = layer.act(z)
+    wb = layer.params["w_base"].T
+    assert rel_error(f3, S0 + b * wb) < 1e-13
+    assert rel_error(df3, S1 + db * wb) < 1e-13
+
+
+def test_rbf_value_and_slope_in_float32_is_the_float64_value_to_rounding():
+    """The speed case: float32 inputs give the float64 sums to a few float32 ulps of their
+    terms' scale: Σ_g |W_g| for S0, and Σ_g |W_g|·(|a| + |a_g|)/w for S1 = (Σ a_g W_g B_g − a S0)/w."""
+    from kaem.bases import Basis
+
+    layer = _layer("RBF", seed=12)
+    W, grid, tau = layer.spline_weights(), layer.buffers["grid"], layer.tau
+    z = np.random.default_rng(13).uniform(-1.5, 1.5, (50, 4, 3))
+    S0, S1 = Basis.value_and_slope(layer.basis, z, grid, tau, W)
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    T0, T1 = layer.basis.value_and_slope(f32(z), f32(grid), f32(tau), f32(W))
+    assert T0.dtype == np.float32 and T1.dtype == np.float32
+    w = layer.basis.width(grid, tau)
+    c = 0.5 * (grid[:, 0] + grid[:, -1])
+    a_max = (np.abs(z - c) / w).max()
+    k_max = (np.abs(grid - c[:, None]) / w[:, None]).max()
+    scale0 = np.abs(W).sum(-1).max()
+    ulps = 16 * np.finfo(np.float32).eps
+    assert np.abs(T0 - S0).max() < ulps * scale0
+    assert np.abs(T1 - S1).max() < ulps * scale0 * (a_max + k_max) / w.min()

@@ -125,12 +125,26 @@ def ti_log_evidence(ll: Array, temps: Any, rule: str = "left") -> Array:
     raise ValueError(f"unknown rule {rule!r}; valid: left, trapezoid, right")
 
 
-def _swap_state(z: Array, ev: Evaluation, n_temps: int, k: Any, acc: Array):
-    """Apply accepted swaps of rungs k, k+1 to the flat population and its evaluation."""
-    def sw(a: Array) -> Array:
-        return _swap_rows(a.reshape((n_temps, -1) + a.shape[1:]), k, acc).reshape(a.shape)
+def _swap_pair_(a: Array, k: Any, accepted: Array) -> None:
+    """Rows k and k+1 of a (K, B, ...) exchanged where accepted (B,), in place: only the two
+    rungs are touched (k may be a 0-d device integer: index arrays, no sync)."""
+    xp = array_module(a)
+    lo, hi = a[k], a[k + 1]
+    m = accepted.reshape(accepted.shape + (1,) * (lo.ndim - 1))
+    new_lo, new_hi = xp.where(m, hi, lo), xp.where(m, lo, hi)  # both before either write
+    a[k] = new_lo
+    a[k + 1] = new_hi
 
-    return sw(z), Evaluation(*(sw(a) for a in ev))
+
+def _swap_state_(z: Array, ev: Evaluation, n_temps: int, k: Any, acc: Array) -> tuple[Array, Evaluation]:
+    """Apply accepted swaps of rungs k, k+1 to the flat population and its evaluation, in
+    place (the arrays are the sampler's own; one that is not contiguous is copied first, so
+    that the (K, B, ...) reshape is a view)."""
+    xp = array_module(z)
+    z, ev = xp.ascontiguousarray(z), Evaluation(*(xp.ascontiguousarray(a) for a in ev))
+    for a in (z, *ev):
+        _swap_pair_(a.reshape((n_temps, -1) + a.shape[1:]), k, acc)
+    return z, ev
 
 
 def thermo_sample(
@@ -173,6 +187,8 @@ def thermo_sample(
     n_b = n_chains // n_temps
     t = xp.repeat(t_k, n_b)
     ev = evaluate(target, z)
+    z = z.copy()  # the population is updated and swapped in place from here on
+    work: dict = {}  # ULA's scratch arrays, kept across the exchange blocks
 
     block = exchange_every if exchange_every > 0 else n_steps_per_temp
     if sampler == "automala":
@@ -193,7 +209,7 @@ def thermo_sample(
     while done < n_steps_per_temp:
         m = min(block, n_steps_per_temp - done)
         if sampler == "ula":
-            z, ev = ula_run(target, z, t, step_size, m, rng, ev=ev)
+            z, ev = ula_run(target, z, t, step_size, m, rng, ev=ev, inplace=True, work=work)
         else:
             z, ev, stats = automala_run(
                 target, z, t, theta0, m, rng, ev=ev, n_unadjusted=max(0, n_unadj - done),
@@ -202,7 +218,7 @@ def thermo_sample(
         done += m
         if exchange_every > 0 and n_temps > 1 and done % exchange_every == 0:
             k, acc = propose_exchange(ev.ll.reshape(n_temps, n_b), t_k, rng)
-            z, ev = _swap_state(z, ev, n_temps, k, acc)
+            z, ev = _swap_state_(z, ev, n_temps, k, acc)
             pair_counts += xp.arange(pair_counts.shape[0]) == k
             attempted += n_b
             accepted_total = accepted_total + acc.sum()

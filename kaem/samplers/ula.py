@@ -22,6 +22,9 @@ def ula_run(
     n_steps: int,
     rng: Any,
     ev: Evaluation | None = None,
+    *,
+    inplace: bool = False,
+    work: dict | None = None,
 ) -> tuple[Array, Evaluation]:
     """ULA steps that also return the target terms at the final state.
 
@@ -33,19 +36,37 @@ def ula_run(
         n_steps: number of Langevin steps.
         rng: numpy/cupy ``Generator``; the only source of randomness.
         ev: the target terms at z, if already known (saves one evaluation).
+        inplace: update z itself (the caller owns it) instead of a copy.
+        work: a dict the caller keeps across calls for the two scratch arrays of a step
+            (a sampler that calls ``ula_run`` once per replica-exchange block).
 
     Returns:
         z after n_steps, and the :class:`Evaluation` at it (n_steps (+1) evaluations).
     """
     xp = array_module(z)
     n = z.shape[0]
-    t = per_chain(temps, n, z)
+    t = expand(per_chain(temps, n, z), z)
     eta = expand(per_chain(step_size, n, z), z)
     noise_scale = xp.sqrt(2.0 * eta)
     ev = evaluate(target, z) if ev is None else ev
+    if n_steps == 0:
+        return z, ev
+    if not inplace:
+        z = z.copy()  # updated in place below: the caller's array stays as it was
+    work = {} if work is None else work
+    if work.get("step") is None or work["step"].shape != z.shape or work["step"].dtype != z.dtype:
+        work["step"], work["xi"] = xp.empty_like(z), xp.empty_like(z)
+    step, xi = work["step"], work["xi"]  # reused by every step
     for _ in range(n_steps):
-        _, grad = ev.tempered(t)
-        z = z + eta * grad + noise_scale * rng.standard_normal(z.shape, dtype=z.dtype)
+        # z += η (∇log p + t ∇log p(x|z)) + √(2η) ξ, in the order (and so the rounding) of
+        # z + η·grad + √(2η)·ξ, with no temporaries
+        xp.multiply(ev.gll, t, out=step)
+        step += ev.glp
+        step *= eta
+        z += step
+        rng.standard_normal(z.shape, dtype=z.dtype, out=xi)
+        xi *= noise_scale
+        z += xi
         ev = evaluate(target, z)
     return z, ev
 
