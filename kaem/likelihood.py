@@ -123,10 +123,11 @@ class GaussianLikelihood:
     def _noisy_output(self, g: Any, rng: Any, noise: Any) -> Any:
         """y = out_act(g + σ_n ξ) with ξ given (``noise``, broadcastable to g) or drawn with
         g's shape from ``rng``."""
-        if self.noise > 0:
-            xi = noise if noise is not None else standard_normal_(rng, array_module(g).empty_like(g))
-            g = g + self.noise * xi
-        return apply_output_activation(self.out_act, g)
+        if self.noise == 0:
+            return apply_output_activation(self.out_act, g)
+        xi = noise if noise is not None else standard_normal_(rng, array_module(g).empty_like(g))
+        a = g + self.noise * xi
+        return apply_output_activation(self.out_act, a, out=a)  # a is ours: no second temporary
 
     # ---- all pairs: importance sampling --------------------------------------------------
     def log_lik_pairs(self, x: Any, g: Any, rng: Any = None, noise: Any = None) -> Any:
@@ -222,16 +223,22 @@ class GaussianLikelihood:
                 raise ValueError(f"{N} rows are not a whole number of groups of {batch}")
             if noise is None:
                 noise = standard_normal_(rng, xp.empty((N // batch, D), dtype=g.dtype))
-            noise = xp.broadcast_to(noise[:, None, :], (N // batch, batch, D)).reshape(N, D)
-        y = self._noisy_output(g, rng, noise)
+            # the group's ξ broadcast into the sum, not copied out to (N, D) first
+            a = xp.add(g.reshape(N // batch, batch, D), (self.noise * noise)[:, None, :]).reshape(N, D)
+            y = apply_output_activation(self.out_act, a, out=a)
+        else:
+            y = self._noisy_output(g, rng, noise)
         r = x - y
         self._rows = (r, y)
-        return xp.einsum("nd,nd->n", r, r) * (-0.5 / self.sigma ** 2)
+        return (r.reshape(N, 1, D) @ r.reshape(N, D, 1)).reshape(N) * (-0.5 / self.sigma ** 2)
 
     def backward_rows(self, dll: Any) -> Any:
-        """dll (N,) -> ∂L/∂g (N, D)."""
+        """dll (N,) -> ∂L/∂g (N, D) = r ⊙ out_act'(y) · dll/σ²."""
         r, y = self._rows
-        return r * output_activation_grad(self.out_act, y) * (dll / self.sigma ** 2)[:, None]
+        dg = output_activation_grad(self.out_act, y)
+        dg *= r
+        dg *= (dll / self.sigma ** 2)[:, None]
+        return dg
 
     # ---- evaluation: exact Gaussian densities, no injection noise -------------------------
     def log_density_matrix(self, x: Any, g: Any) -> Any:
