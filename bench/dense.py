@@ -8,9 +8,10 @@
 * the ``pair`` likelihood over (S, B, D) = (100, 100, 784): forward (noise draw included)
   and backward.
 
-Each figure is the min and median of ``--repeats`` timed runs after a warm-up (on a shared
-machine take the min); ``KAEM_THREADS=1 OPENBLAS_NUM_THREADS=1`` gives the one-core
-figures. Prints one JSON object.
+Each figure is the min and median wall time of ``--repeats`` runs after a warm-up (on a
+shared machine take the min) and the min CPU time of the process (all its threads): with
+``KAEM_THREADS=1 OPENBLAS_NUM_THREADS=1`` that is the one-core work, which other load on
+the machine disturbs far less than wall time. Prints one JSON object.
 
     python bench/dense.py [--device cpu|gpu] [--dtype float32] [--repeats 20]
 """
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -32,11 +34,23 @@ from kaem.likelihood import GaussianLikelihood  # noqa: E402
 from kaem.model import KAEM  # noqa: E402
 from kaem.optim import Adam  # noqa: E402
 from kaem.threads import cpu_threads  # noqa: E402
-from timing import backend_args, timed  # noqa: E402  (bench/timing.py)
+from timing import backend_args  # noqa: E402  (bench/timing.py)
 
 
-def _stats(ts: list[float]) -> dict[str, float]:
-    return {"min_ms": round(1e3 * min(ts), 2), "median_ms": round(1e3 * float(np.median(ts)), 2)}
+def measured(be, fn, n: int, warmup: int = 3) -> dict[str, float]:
+    """Min and median wall time and min process CPU time of ``n`` calls of ``fn``, in ms."""
+    for _ in range(warmup):
+        fn()
+    be.synchronize()
+    wall, cpu = [], []
+    for _ in range(n):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        be.synchronize()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return {"min_ms": round(1e3 * min(wall), 2), "median_ms": round(1e3 * float(np.median(wall)), 2),
+            "cpu_min_ms": round(1e3 * min(cpu), 2)}
 
 
 def main() -> None:
@@ -58,23 +72,23 @@ def main() -> None:
             layer.forward(x)
             layer.backward(dy)
 
-    res["layer_82_784_weights"] = _stats(timed(be, layer.network_weights, n))
-    res["layer_82_784_forward"] = _stats(timed(be, lambda: layer.forward(x), n))
-    res["layer_82_784_forward_backward"] = _stats(timed(be, fwd_bwd, n))
+    res["layer_82_784_weights"] = measured(be, layer.network_weights, n)
+    res["layer_82_784_forward"] = measured(be, lambda: layer.forward(x), n)
+    res["layer_82_784_forward_backward"] = measured(be, fwd_bwd, n)
 
     m = KAEM(load_config("mnist", overrides=[f"TRAINING.dtype={args.dtype}"]), (1, 28, 28), be, seed=0)
     opt, grads = Adam(m.parameters()), m.gradients()
     for g in grads.values():
         g[...] = be.asarray(r.standard_normal(g.shape))
-    res["adam_step"] = _stats(timed(be, lambda: opt.step(grads), n))
+    res["adam_step"] = measured(be, lambda: opt.step(grads), n)
     res["adam_step"]["parameters"] = int(sum(p.size for p in m.parameters().values()))
 
     lik, rng = GaussianLikelihood(0.3, 0.1, "sigmoid", "pair"), be.rng(1)
     xb = be.asarray(r.random((100, 784)))
     gs = be.asarray(r.standard_normal((100, 784)))
     dll = be.asarray(r.random((100, 100)))
-    res["pair_forward"] = _stats(timed(be, lambda: lik.log_lik_pairs(xb, gs, rng=rng), max(3, n // 2)))
-    res["pair_backward"] = _stats(timed(be, lambda: lik.backward_pairs(dll), n))
+    res["pair_forward"] = measured(be, lambda: lik.log_lik_pairs(xb, gs, rng=rng), max(3, n // 2))
+    res["pair_backward"] = measured(be, lambda: lik.backward_pairs(dll), n)
 
     res.update({"bench": "dense", "device": be.device, "dtype": args.dtype, "threads": cpu_threads(),
                 "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
