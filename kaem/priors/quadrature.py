@@ -170,7 +170,7 @@ class QuadratureDensities:
         wherever they are added."""
         xp = self.be.xp
         if self.pi0.flat:  # no elementwise passes for a constant
-            out = (xp.asarray(math.log1p(self.eps), dtype=x.dtype), xp.zeros((), dtype=x.dtype))
+            out = (xp.full((), math.log1p(self.eps), dtype=x.dtype), xp.zeros((), dtype=x.dtype))
             return out + ({},) if param_derivs else out
         lp, dlp, *dth = self.pi0.log_pdf(x, param_derivs)
         p = xp.exp(lp)

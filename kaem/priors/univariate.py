@@ -119,15 +119,17 @@ class UnivariatePrior(QuadratureDensities):
         # sorted queries make the search cheap (each continues from the last); undone below
         order = xp.argsort(u, axis=2)
         u = xp.take_along_axis(u, order, axis=2)
+        rank = xp.argsort(order, axis=2).transpose(2, 0, 1)  # (n, Qu, P): draw k is sorted entry rank[k]
         out = xp.empty((n, Q, P), dtype=self.be.dtype)
-        rows = xp.arange(Q * P).reshape(Q, P, 1)  # table row q·P + p = flat index in out[0]
+        rows = xp.arange(Q * P).reshape(Q, P)  # table row q·P + p
 
         def block(q0: int, q1: int) -> None:  # the q0..q1 tables, on one CPU thread
             qs = slice(q0, q1) if Qu > 1 else slice(None)
             z = rowwise_interp(u[qs], cdf[q0 * P:q1 * P], edges[q0 * P:q1 * P],
-                               rows=rows[q0:q1] - q0 * P)  # (q1 − q0, P, n), sorted along n
-            # back to draw order: z[q, p, k] is out[order[p, k], q, p], one flat scatter
-            xp.put(out, order[qs] * (Q * P) + rows[q0:q1], z, mode="wrap")
+                               rows=(rows[q0:q1] - q0 * P)[:, :, None])  # (q1 − q0, P, n), sorted along n
+            # back to draw order and the (n, Q, P) layout, out[k, q, p] = z[q, p, rank[k, p]]:
+            # one flat gather (a fraction of the cost of take_along_axis's fancy indexing)
+            out[:, q0:q1] = xp.take(z, rank[:, qs] + (rows[q0:q1] - q0 * P) * n)
 
         map_blocks(block, row_blocks(xp, Q, min_rows=8))
         return out
