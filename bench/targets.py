@@ -12,7 +12,7 @@ Each figure is the median (and min) of ``--repeats`` timed runs after a warm-up,
 machine's load average printed alongside: on a shared machine take the min. Prints one
 JSON object.
 
-    python bench/targets.py [--device cpu|gpu] [--dtype float32] [--repeats 15]
+    python bench/targets.py [--device cpu|gpu] [--dtype float32] [--repeats 15] [--only ula_step,thermo_iteration]
 """
 from __future__ import annotations
 
@@ -95,20 +95,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     backend_args(ap)
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--only", default=",".join(TARGETS_MS),
+                    help=f"comma-separated subset of: {', '.join(TARGETS_MS)} (default: all)")
     args = ap.parse_args()
+    only = [k.strip() for k in args.only.split(",") if k.strip()]
+    bad = [k for k in only if k not in TARGETS_MS]
+    if bad:
+        ap.error(f"--only: unknown {', '.join(bad)}; valid: {', '.join(TARGETS_MS)}")
     be = get_backend(args.device, args.dtype)
     x = be.asarray(np.random.default_rng(1).random((100, 784)))
-    res = {"is_iteration_default": is_iteration(be, args.dtype, x, load_config("mnist")["GeneratorModel"]["noise_sharing"],
-                                                args.repeats),
-           "is_iteration_pair": is_iteration(be, args.dtype, x, "pair", args.repeats),
-           "thermo_iteration": thermo_iteration(be, args.dtype, x, max(3, args.repeats // 5)),
-           "ula_step": ula_step(be, args.dtype, x, max(3, args.repeats // 3))}
-    for k, target in TARGETS_MS.items():
-        res[k]["target_ms"] = target
-    peak = matmul_peak(be)
-    frac = res["is_iteration_default"]["matrix_GFLOP"] / (res["is_iteration_default"]["min_ms"] / 1e3) * 1e9 / peak
-    res["matmul_fraction_default"] = {"matmul_peak_GFLOPs": round(peak / 1e9, 1), "fraction": round(frac, 3),
-                                      "target": TARGET_MATMUL_FRACTION}
+    runs = {"is_iteration_default": lambda: is_iteration(be, args.dtype, x, load_config("mnist")["GeneratorModel"]["noise_sharing"],
+                                                         args.repeats),
+            "is_iteration_pair": lambda: is_iteration(be, args.dtype, x, "pair", args.repeats),
+            "thermo_iteration": lambda: thermo_iteration(be, args.dtype, x, max(3, args.repeats // 5)),
+            "ula_step": lambda: ula_step(be, args.dtype, x, max(3, args.repeats // 3))}
+    res = {k: runs[k]() for k in TARGETS_MS if k in only}
+    for k in res:
+        res[k]["target_ms"] = TARGETS_MS[k]
+    if "is_iteration_default" in res:
+        peak = matmul_peak(be)
+        frac = res["is_iteration_default"]["matrix_GFLOP"] / (res["is_iteration_default"]["min_ms"] / 1e3) * 1e9 / peak
+        res["matmul_fraction_default"] = {"matmul_peak_GFLOPs": round(peak / 1e9, 1), "fraction": round(frac, 3),
+                                          "target": TARGET_MATMUL_FRACTION}
     res["default_noise_sharing"] = load_config("mnist")["GeneratorModel"]["noise_sharing"]
     res.update({"bench": "targets", "device": be.device, "dtype": args.dtype, "cpus": os.cpu_count(),
                 "load_average_1_5_15min": [round(v, 2) for v in os.getloadavg()]})

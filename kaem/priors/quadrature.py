@@ -217,9 +217,12 @@ class QuadratureDensities:
     def log_energy_and_grad(self, z: Any) -> tuple[Any, Any]:
         """e (N, O, I) and ∂e/∂z elementwise (N, O, I), no cache, no parameter gradients
         (what samplers need)."""
-        f, df = self.layer.derivative_pointwise(z)
+        f, df = self.layer.derivative_pointwise(z)  # new arrays: added into in place
         lp0, dlp0 = self.log_pi0(z)
-        return f + lp0, df + dlp0
+        f += lp0
+        if not self.pi0.flat:  # a flat π0's slope is 0: no pass
+            df += dlp0
+        return f, df
 
     # ---- normalisation by quadrature --------------------------------------------------------
     def interval(self) -> tuple[Any, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..backend import Backend
+from ..backend import Backend, array_module
 from ..kan import KANSpec
 from ..numerics import rowwise_interp
 from ..threads import map_blocks, row_blocks
@@ -53,8 +53,9 @@ class UnivariatePrior(QuadratureDensities):
 
     @staticmethod
     def to_input(z: Any) -> Any:
-        """Generator input h_q = Σ_p z_{q,p}:  z (N, Q, P) -> h (N, Q)."""
-        return z.sum(axis=2)
+        """Generator input h_q = Σ_p z_{q,p}:  z (N, Q, P) -> h (N, Q), as a matrix-vector
+        product with ones (numpy's sum over a short last axis is ≈ 8× slower here)."""
+        return z @ array_module(z).ones(z.shape[2], dtype=z.dtype)
 
     def input_grad(self, dh: Any) -> Any:
         """Backward of ``to_input``: ∂L/∂z_{q,p} = ∂L/∂h_q;  dh (N, Q) -> (N, Q, P)."""
