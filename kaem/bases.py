@@ -192,9 +192,9 @@ class RBF(Basis):
         u /= tau
         return u
 
-    # values per cache block of ``weighted_sums``: 2^15 float32 (128 KB per array) keeps its
-    # three working arrays in a 512 KB L2 and the Python overhead per block small
-    _block_values = 1 << 15
+    # Values per pass of the per-knot loops (weighted_sums, value_and_slope): a chunk's three
+    # to five working arrays stay in a core's cache (2^15 float32: 128 kB each).
+    slope_chunk = 1 << 15
 
     def weighted_sums(self, z: Any, d: Any, grid: Any, tau: Any, need_dtau: bool = True) -> Any:
         """S[o,i,g] = Σ_n d_n B_g(z[n,o,i]) and T[o,i,g] = Σ_n d_n ∂B_g/∂τ(z[n,o,i]), one knot
@@ -203,10 +203,11 @@ class RBF(Basis):
 
             B_g = exp(−u²/2),   ∂B_g/∂τ = u²·B_g/τ,
 
-        per knot one exp and a few cheap passes over a block of samples that stays in cache,
-        the sums over n as matrix-vector products with d. On the CPU the samples are split
-        into one row block per thread (``kaem/threads.py``), partial sums added in block
-        order. z (N, out, in), d (N,) -> S, T (out, in, nb) (T None unless ``need_dtau``)."""
+        per knot one exp and four cheap passes over a chunk of about ``slope_chunk`` values
+        that stays in cache, the sums over n as matrix-vector products with d. On the CPU the
+        samples are split into one row block per thread (``kaem/threads.py``), partial sums
+        added in block order. z (N, out, in), d (N,) -> S, T (out, in, nb) (T None unless
+        ``need_dtau``)."""
         xp = array_module(z)
         N, O, I = z.shape
         nb, M = grid.shape[1], z.shape[1] * z.shape[2]
@@ -216,17 +217,17 @@ class RBF(Basis):
         a = a.reshape(N, M)
         knots = ((grid - c[:, None]) / w[:, None]).T  # (nb, in), broadcast to (nb, out·in) rows:
         knots = xp.ascontiguousarray(xp.broadcast_to(knots[:, None, :], (nb, O, I))).reshape(nb, M)
-        rows = N if xp is not np else max(1, self._block_values // max(M, 1))
+        rows = N if xp is not np else max(1, self.slope_chunk // max(M, 1))
 
         def block(r0: int, r1: int) -> tuple[Any, Any]:
             S = xp.zeros((nb, M), dtype=a.dtype)
             T = xp.zeros((nb, M), dtype=a.dtype) if need_dtau else None
-            n = min(rows, r1 - r0)
-            u, t, e = (xp.empty((n, M), dtype=a.dtype) for _ in range(3))
-            for s0 in range(r0, r1, rows):
-                ab, db = a[s0:min(s0 + rows, r1)], d[s0:min(s0 + rows, r1)]
-                k = ab.shape[0]
-                ub, tb, eb = u[:k], t[:k], e[:k]
+            k = -(-(r1 - r0) // rows)  # chunks of equal size
+            u, t, e = (xp.empty((-(-(r1 - r0) // k), M), dtype=a.dtype) for _ in range(3))
+            for j in range(k):
+                s0, s1 = r0 + (r1 - r0) * j // k, r0 + (r1 - r0) * (j + 1) // k
+                ab, db = a[s0:s1], d[s0:s1]
+                ub, tb, eb = u[:s1 - s0], t[:s1 - s0], e[:s1 - s0]
                 for g in range(nb):
                     xp.subtract(ab, knots[g], out=ub)
                     xp.multiply(ub, ub, out=tb)
@@ -250,9 +251,6 @@ class RBF(Basis):
             T = T.reshape(nb, O, I).transpose(1, 2, 0)
         return S, T
 
-    # Values per pass of value_and_slope: a chunk's five working arrays stay in a core's
-    # cache (2^15 float32: 128 kB each).
-    slope_chunk = 1 << 15
 
     def value_and_slope(self, z: Any, grid: Any, tau: Any, W: Any, out: tuple | None = None) -> tuple[Any, Any]:
         """S0 = Σ_g W_g B_g(z) and S1 = Σ_g W_g B'_g(z) for z (N, out, in), W (out, in, nb),

@@ -39,7 +39,7 @@ def samples(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def blocking(request, monkeypatch):
     """The RBF kernel's cache blocks and thread blocks (2 samples a block: many of each)."""
     values, threads = request.param
-    monkeypatch.setattr(RBF, "_block_values", values)
+    monkeypatch.setattr(RBF, "slope_chunk", values)
     monkeypatch.setenv("KAEM_THREADS", threads)
 
 
