@@ -133,14 +133,14 @@ class KANLayer:
         self.params = {
             "w_base": glorot_normal(rng, (in_dim, out_dim), dt) * base_scale,
             "w_sp": glorot_normal(rng, (in_dim, out_dim), dt) * spec.sigma_spline,
-            "coef": self.basis.init_coef(rng, xp, in_dim, out_dim, grid, tau, spec.eps_scale, dt),
+            "coef": _stored_as_igo(xp, self.basis.init_coef(rng, xp, in_dim, out_dim, grid, tau, spec.eps_scale, dt)),
         }
         self.buffers = {"grid": grid}
         if spec.tau_trainable and self.basis.uses_tau:
             self.params["tau"] = tau
         else:
             self.buffers["tau"] = tau
-        self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}
+        self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}  # same memory layout as θ
         self._cache: tuple = ()
         self._W: dict = {}  # form -> (scope id, W) built inside a fixed_parameters scope
         self._dWn: Any = None  # (in·nb, out) scratch for ∂L/∂Wn, reused across steps
@@ -181,7 +181,7 @@ class KANLayer:
             xp, c, w = array_module(p["coef"]), p["coef"], p["w_sp"]
             I, O, G = c.shape
             Wn = xp.empty((I, G, O), dtype=xp.result_type(c, w))
-            # one pass per row block of i, each reading c[i] (O·G, cache-sized) in the order Wn is written
+            # one pass per row block of i; c is stored as (in, nb, out) (``_stored_as_igo``), so it is read in order
             map_blocks(lambda a, b: xp.multiply(c[a:b].transpose(0, 2, 1), w[a:b, None, :], out=Wn[a:b]),
                        row_blocks(xp, I, _rows_per_block(O * G)))
             return Wn.reshape(I * G, O)
@@ -223,7 +223,7 @@ class KANLayer:
                 self._dWn = xp.empty(Wn.shape, dtype=Wn.dtype)
             xp.matmul(B.reshape(N, -1).T, dy, out=self._dWn)
             I, O, G = p["coef"].shape
-            self._split_weight_grads(self._dWn.reshape(I, G, O).transpose(0, 2, 1))
+            self._split_weight_grads(self._dWn.reshape(I, G, O).transpose(0, 2, 1), scratch=True)
             if b is not None:
                 g["w_base"] += b.T @ dy
         need_tau = self._need_dtau(need_params)
@@ -243,30 +243,36 @@ class KANLayer:
         """Split ∂L/∂W (out, in, nb), the pointwise form's layout, into the parameters."""
         self._split_weight_grads(dW.transpose(1, 0, 2))
 
-    def _split_weight_grads(self, dW: Any) -> None:
+    def _split_weight_grads(self, dW: Any, scratch: bool = False) -> None:
         """Split ∂L/∂W into the parameters: ∂c = ∂W·w_sp, ∂w_sp = Σ_g ∂W·c.
 
-        dW[i, o, g] (in, out, nb), any strides (a transposed view of either form's ∂L/∂W).
-        In row blocks of i over the CPU threads, each in cache-sized chunks: the chunk is
-        copied into the coef layout once, then every pass over it is contiguous (the sum
-        over g a matrix-vector product)."""
+        dW[i, o, g] (in, out, nb), any strides (a transposed view of either form's ∂L/∂W);
+        ``scratch``: dW is the caller's scratch and may be overwritten. Computed on the
+        (in, nb, out) views of dW, c and ∂c, in which c is stored: every pass is contiguous
+        and the sum over g adds rows. In row blocks of i over the CPU threads, each in
+        cache-sized chunks; a dW in another layout is copied chunk by chunk first."""
         xp = array_module(dW)
         p, g = self.params, self.grads
-        c, w, gc, gw = p["coef"], p["w_sp"], g["coef"], g["w_sp"]
-        I, O, G = c.shape
+        c, w, gc, gw = (p["coef"].transpose(0, 2, 1), p["w_sp"], g["coef"].transpose(0, 2, 1), g["w_sp"])
+        d = dW.transpose(0, 2, 1)  # (in, nb, out)
+        I, G, O = c.shape
         rows = _rows_per_block(O * G) if xp is np else I
-        ones = xp.ones(G, dtype=gc.dtype)
+        in_place = scratch and d.flags.c_contiguous
 
         def run(a: int, b: int) -> None:
-            t = xp.empty((min(rows, b - a), O, G), dtype=gc.dtype)
-            u = xp.empty_like(t)
+            t = None if in_place else xp.empty((min(rows, b - a), G, O), dtype=gc.dtype)
+            u = xp.empty((min(rows, b - a), G, O), dtype=gc.dtype)
             for i0 in range(a, b, rows):  # cache-sized chunks of rows, not a loop over entries
                 i1 = min(b, i0 + rows)
-                ti, ui = t[:i1 - i0], u[:i1 - i0]
-                ti[...] = dW[i0:i1]
+                ui = u[:i1 - i0]
+                if in_place:
+                    ti = d[i0:i1]
+                else:
+                    ti = t[:i1 - i0]
+                    ti[...] = d[i0:i1]
                 xp.multiply(ti, c[i0:i1], out=ui)
-                gw[i0:i1] += (ui.reshape(-1, G) @ ones).reshape(i1 - i0, O)
-                ti *= w[i0:i1, :, None]
+                gw[i0:i1] += ui.sum(axis=1)
+                ti *= w[i0:i1, None, :]
                 gc[i0:i1] += ti
 
         map_blocks(run, row_blocks(xp, I, rows))
@@ -410,3 +416,11 @@ class KANLayer:
 def _rows_per_block(row_size: int) -> int:
     """Rows of ``row_size`` entries that make one cache-sized block (at least one)."""
     return max(1, SPLIT_ELEMENTS // max(1, row_size))
+
+
+def _stored_as_igo(xp: Any, coef: Any) -> Any:
+    """coef (in, out, nb) with the same values, stored in memory as (in, nb, out): the layout of
+    the network form's Wn and ∂L/∂Wn, so that building the one and splitting the other are
+    contiguous passes. Indexing, shapes and in-place writes are those of an (in, out, nb) array;
+    gradients and optimiser state made with ``zeros_like`` share the layout."""
+    return xp.ascontiguousarray(coef.transpose(0, 2, 1)).transpose(0, 2, 1)

@@ -152,13 +152,17 @@ def _scalar(state: dict[str, Any], key: str) -> float | None:
 
 
 def _chunks(p: Any, g: Any, tmp: Any, st: dict[str, Any]) -> list[tuple]:
-    """(p, g, tmp, st) cut into flat chunks of ``CHUNK`` entries (numpy, contiguous arrays),
-    or the whole parameter as one."""
-    arrays = [p, tmp, *st.values()]
-    if array_module(p) is not np or p.size <= CHUNK or not all(a.flags.c_contiguous for a in arrays):
+    """(p, g, tmp, st) cut into flat chunks of ``CHUNK`` entries (numpy), or the whole
+    parameter as one. The flat views follow p's memory order (a parameter stored transposed,
+    as the KAN coefficients are, is still one contiguous run); g is read in that order."""
+    if array_module(p) is not np or p.size <= CHUNK:
+        return [(p, g, tmp, st)]
+    order = tuple(int(a) for a in np.argsort([-s for s in p.strides], kind="stable"))
+    arrays = [a.transpose(order) for a in (p, tmp, *st.values())]
+    if not all(a.flags.c_contiguous for a in arrays):
         return [(p, g, tmp, st)]
     flat = [a.reshape(-1) for a in arrays]
-    gf = g.reshape(-1)
+    gf = g.transpose(order).reshape(-1)
     names = list(st)
     return [(flat[0][a:a + CHUNK], gf[a:a + CHUNK], flat[1][a:a + CHUNK],
              {n: f[a:a + CHUNK] for n, f in zip(names, flat[2:])}) for a in range(0, p.size, CHUNK)]

@@ -64,6 +64,13 @@ def test_network_weights_and_weight_gradients_match_the_formulas(small_blocks):
     np.testing.assert_allclose(layer.grads["w_sp"] - before["w_sp"], (dW * c).sum(-1), rtol=1e-12, atol=1e-12)
 
 
+def test_coefficients_are_stored_as_in_nb_out_and_gradients_share_the_layout():
+    layer = _layer()
+    c, gc = layer.params["coef"], layer.grads["coef"]
+    assert c.shape == gc.shape == (11, 4, 8)
+    assert c.transpose(0, 2, 1).flags.c_contiguous and gc.transpose(0, 2, 1).flags.c_contiguous
+
+
 def test_network_form_gradients_with_small_blocks(small_blocks):
     layer = _layer(seed=2)
     r = np.random.default_rng(3)
@@ -85,8 +92,9 @@ def test_network_form_gradients_with_small_blocks(small_blocks):
 @pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
 def test_optimiser_chunks_over_threads_give_the_whole_array_update_exactly(kind, monkeypatch):
     """A step in chunks of 7 entries on two threads equals the one-chunk step bit for bit
-    (every entry's arithmetic is the same), for contiguous parameters, a transposed one
-    (updated whole) and a 0-d one."""
+    (every entry's arithmetic is the same), for contiguous parameters, transposed ones
+    (chunked in memory order, as the KAN coefficients stored as (in, nb, out)), one whose
+    gradient has another layout, and a 0-d one."""
     shapes = {"a": (5, 9), "b": (40,), "t": ()}
 
     def run(chunk, threads):
@@ -95,10 +103,11 @@ def test_optimiser_chunks_over_threads_give_the_whole_array_update_exactly(kind,
         rs = np.random.default_rng(6)
         p = {k: rs.normal(size=s) for k, s in shapes.items()}
         p["c"] = rs.normal(size=(6, 4)).T  # not C-contiguous
+        p["k"] = np.ascontiguousarray(rs.normal(size=(3, 5, 4)).transpose(0, 2, 1)).transpose(0, 2, 1)
         cfg = load_config("mnist", overrides=[f"OPTIMIZER.type={kind}"] + (["OPTIMIZER.decay=0.1"] if kind == "adamw" else []))
         opt = make_optimizer(p, cfg["OPTIMIZER"])
         for _ in range(3):
-            opt.step({k: rs.normal(size=v.shape) for k, v in p.items()})
+            opt.step({k: rs.normal(size=v.shape) for k, v in p.items()})  # gradients C-ordered: p["c"], p["k"] not
         return p, opt.state_dict()
 
     p1, s1 = run(1 << 30, 1)
