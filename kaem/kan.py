@@ -116,6 +116,7 @@ class KANLayer:
 
     Parameters (``self.params``; gradients in ``self.grads`` with the same keys):
         w_base (in, out), w_sp (in, out), coef (in, out, nb), tau () when trainable.
+        coef is stored in memory as (in, nb, out) (``_stored_as_igo``), the network form's layout.
     Buffers (``self.buffers``): grid (in, n_knots) or None, tau () when frozen.
     """
 
