@@ -144,17 +144,16 @@ def check_layer_grads(layer: KANLayer, inp: np.ndarray, R: np.ndarray, fwd, bwd)
     grads = {k: v.copy() for k, v in layer.grads.items()}
 
     def numeric(arr: np.ndarray) -> np.ndarray:
-        flat = arr.reshape(-1)  # a view (arrays here are contiguous)
-        out = np.empty(flat.shape)
-        for j in range(flat.size):
-            v = flat[j]
-            flat[j] = v + H
+        out = np.empty(arr.shape)
+        for j in np.ndindex(*arr.shape):  # in place, whatever the memory layout (coef is stored transposed)
+            v = arr[j]
+            arr[j] = v + H
             lp = loss()
-            flat[j] = v - H
+            arr[j] = v - H
             lm = loss()
-            flat[j] = v
+            arr[j] = v
             out[j] = (lp - lm) / (2 * H)
-        return out.reshape(arr.shape)
+        return out
 
     assert d_inp.shape == inp.shape
     assert rel_err(d_inp, numeric(inp)) < RTOL, "input"
