@@ -284,7 +284,7 @@ class QuadratureDensities:
         xp.exp(mass, out=mass)
         cdf = xp.empty((O * I, C + 1), dtype=mass.dtype)
         cdf[:, 0] = 0
-        xp.cumsum(mass.reshape(C, O * I).T, axis=1, out=cdf[:, 1:])
+        cdf[:, 1:] = xp.cumsum(mass.reshape(C, O * I).T, axis=1)  # (cupy's out= may not write a strided view)
         cdf /= cdf[:, -1:]
         return cdf, xp.broadcast_to(edges.T[None], (O, I, C + 1)).reshape(O * I, C + 1)
 
