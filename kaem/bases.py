@@ -9,7 +9,10 @@ Shapes: ``x`` is ``(..., in)``; ``grid`` is ``(in, n_knots)`` (one row per input
 dimension, ``None`` for grid-free bases); ``tau`` is a 0-d array. ``evaluate`` returns
 ``B`` of shape ``(..., in, nb)`` and, with ``derivs=True``, also ``dB/dx`` (same shape)
 and ``dB/dtau`` (same shape; ``None`` when tau is not used or ``dtau=False``, which spares
-the work when tau is frozen or only x-derivatives are wanted).
+the work when tau is frozen or only x-derivatives are wanted). Two methods serve the
+prior's hot paths and skip that tensor where a basis overrides them (RBF does both):
+``weighted_sums`` (a loss weighted per sample; None, i.e. no fused form, by default) and
+``value_and_slope`` (a sampler's values and z-slopes; from ``evaluate`` by default).
 """
 from __future__ import annotations
 

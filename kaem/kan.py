@@ -10,7 +10,9 @@ Two ways to use the same parameters:
       y = b(x) @ w_base + reshape(B(x), [N, in·nb]) @ reshape(w_sp ⊙ c, [in·nb, out]);
 * ``forward_pointwise`` (the prior): f[n,o,i] = φ_{i,o}(z[n,o,i]), every function on its
   own scalar input, no sum over i. With in = P and out = Q this is f_{q,p}(z_{q,p}) with
-  the (q, p) indexing explicit (spec 7.1).
+  the (q, p) indexing explicit (spec 7.1). A prior's loss Σ_n d_n Σ_{o,i} f[n,o,i] with
+  constant per-sample weights d is ``weighted_pointwise``: value and parameter gradients
+  in one fused pass where the basis has ``weighted_sums`` (RBF).
 
 Forward caches what backward needs (the inputs and the basis values, and in the pointwise
 form what the basis can reuse, RBF's u; derivatives of the basis are formed in backward,
