@@ -80,18 +80,27 @@ class KAEMPosterior:
 
     def log_lik(self, z: Any) -> tuple[Any, Any]:
         """log p(x_b(i) | z_i) (N,), constant dropped, and its gradient in z (N, *latent)."""
+        m, lik = self.model, self.model.lik
+        ll, r, y = self._residual(z, cache=True)
+        r *= output_activation_grad(lik.out_act, y)
+        r *= 1.0 / lik.sigma ** 2  # ∂ll/∂g = (x − y)·out_act'(y)/σ²
+        dh = m.generator.backward(r, need_dh=True, need_params=False)
+        return ll, m.prior.input_grad(dh)
+
+    def log_lik_value(self, z: Any) -> Any:
+        """log p(x_b(i) | z_i) (N,) alone: the generator's forward, no backward."""
+        return self._residual(z, cache=False)[0]
+
+    def _residual(self, z: Any, cache: bool) -> tuple[Any, Any, Any]:
+        """ll (N,), r = x_b(i) − y (N, D) and y = out_act(g) (N, D) at z (the generator keeps
+        what its backward needs when ``cache``)."""
         m = self.model
         xp, lik = m.be.xp, m.lik
         x = self.rows(z.shape[0])
-        g = m.generator.forward(m.prior.to_input(z), cache=True)
+        g = m.generator.forward(m.prior.to_input(z), cache=cache)
         if self.injection_noise and lik.noise > 0:
             g = g + lik.noise * self.rng.standard_normal(g.shape, dtype=g.dtype)
         y = apply_output_activation(lik.out_act, g)
         r = x - y
-        inv = 1.0 / lik.sigma ** 2
-        ll = xp.einsum("nd,nd->n", r, r) * (-0.5 * inv)
-        r *= output_activation_grad(lik.out_act, y)
-        r *= inv  # ∂ll/∂g = (x − y)·out_act'(y)/σ²
-        dh = m.generator.backward(r, need_dh=True, need_params=False)
         self.n_evals += 1
-        return ll, m.prior.input_grad(dh)
+        return xp.einsum("nd,nd->n", r, r) * (-0.5 * (1.0 / lik.sigma ** 2)), r, y

@@ -47,6 +47,27 @@ def test_target_gradients_match_finite_differences(be64, basis, pi0):
         check_grad(lambda: fn(z)[0].sum(), z, grad, tol=1e-6, name=f"{name} {basis} {pi0}")
 
 
+def test_ula_run_spares_the_last_gradients_and_changes_no_value(be64):
+    """``last="ll"`` evaluates only the likelihood at the final state (the KAEM target's
+    ``log_lik_value``: no backward, no prior) and ``last="none"`` nothing; z and ll are those
+    of the full run to the bit."""
+    from kaem.samplers.ula import ula_run
+
+    m = _model(be64)
+    rng = be64.rng(5)
+    x, z0 = rng.random((3, m.D)), m.sample_prior(6, rng)
+    t = KAEMPosterior(m, x)
+    np.testing.assert_array_equal(t.log_lik_value(z0), t.log_lik(z0)[0])
+    runs = {last: ula_run(t, z0, 0.7, 1e-3, 4, be64.rng(6), last=last) for last in ("full", "ll", "none")}
+    for last in ("ll", "none"):
+        np.testing.assert_array_equal(runs[last][0], runs["full"][0])
+    ev = runs["ll"][1]
+    np.testing.assert_array_equal(ev.ll, runs["full"][1].ll)
+    assert ev.lp is None and ev.glp is None and ev.gll is None and runs["none"][1] is None
+    with pytest.raises(ValueError, match="valid: full, ll, none"):
+        ula_run(t, z0, 0.7, 1e-3, 1, rng, last="grad")
+
+
 def test_target_values_and_chain_to_datum_map(be64):
     m = _model(be64)
     rng = be64.rng(1)

@@ -30,6 +30,9 @@ class Target(Protocol):
         """log p(x_b(i) | z_i) per chain, shape (N,), and its ∇_z, shape like z."""
         ...
 
+    # Optional: ``log_lik_value(z)`` -> log p(x_b(i) | z_i) (N,) without the gradient, used for
+    # a run's last state when nothing reads its gradients (:func:`evaluate_log_lik`).
+
 
 class Evaluation(NamedTuple):
     """Prior and likelihood terms at one population state, kept apart so that a
@@ -40,6 +43,7 @@ class Evaluation(NamedTuple):
         glp: ∇_z log p(z), like z.
         ll: log p(x|z), (N,).
         gll: ∇_z log p(x|z), like z.
+    The last state of a run may carry ll alone (the others None, :func:`evaluate_log_lik`).
     """
 
     lp: Array
@@ -89,6 +93,14 @@ def evaluate(target: Target, z: Array) -> Evaluation:
     lp, glp = target.log_prior(z)
     ll, gll = target.log_lik(z)
     return Evaluation(lp, glp, ll, gll)
+
+
+def evaluate_log_lik(target: Target, z: Array) -> Evaluation:
+    """The likelihood term alone at z, ``Evaluation(None, None, ll, None)``: for the last
+    state of a run, where only log p(x|z) is read (replica exchange, the returned ll). A
+    target with ``log_lik_value`` spares the prior and all gradient work."""
+    value = getattr(target, "log_lik_value", None)
+    return Evaluation(None, None, value(z) if value is not None else target.log_lik(z)[0], None)
 
 
 def tempered(target: Target, z: Array, t: Any) -> tuple[Array, Array, Array]:

@@ -141,9 +141,11 @@ def _swap_state_(z: Array, ev: Evaluation, n_temps: int, k: Any, acc: Array) -> 
     place (the arrays are the sampler's own; one that is not contiguous is copied first, so
     that the (K, B, ...) reshape is a view)."""
     xp = array_module(z)
-    z, ev = xp.ascontiguousarray(z), Evaluation(*(xp.ascontiguousarray(a) for a in ev))
+    z = xp.ascontiguousarray(z)
+    ev = Evaluation(*(None if a is None else xp.ascontiguousarray(a) for a in ev))  # ll alone at the end
     for a in (z, *ev):
-        _swap_pair_(a.reshape((n_temps, -1) + a.shape[1:]), k, acc)
+        if a is not None:
+            _swap_pair_(a.reshape((n_temps, -1) + a.shape[1:]), k, acc)
     return z, ev
 
 
@@ -209,7 +211,8 @@ def thermo_sample(
     while done < n_steps_per_temp:
         m = min(block, n_steps_per_temp - done)
         if sampler == "ula":
-            z, ev = ula_run(target, z, t, step_size, m, rng, ev=ev, inplace=True, work=work)
+            last = "ll" if done + m >= n_steps_per_temp else "full"  # the end needs ll alone
+            z, ev = ula_run(target, z, t, step_size, m, rng, ev=ev, inplace=True, work=work, last=last)
         else:
             z, ev, stats = automala_run(
                 target, z, t, theta0, m, rng, ev=ev, n_unadjusted=max(0, n_unadj - done),

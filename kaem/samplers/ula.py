@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from kaem.backend import array_module
-from kaem.samplers.target import Array, Evaluation, Target, evaluate, expand, per_chain
+from kaem.samplers.target import Array, Evaluation, Target, evaluate, evaluate_log_lik, expand, per_chain
+
+LAST = ("full", "ll", "none")  # what ula_run evaluates at the final state
 
 
 def ula_run(
@@ -25,7 +27,8 @@ def ula_run(
     *,
     inplace: bool = False,
     work: dict | None = None,
-) -> tuple[Array, Evaluation]:
+    last: str = "full",
+) -> tuple[Array, Evaluation | None]:
     """ULA steps that also return the target terms at the final state.
 
     Args:
@@ -39,10 +42,16 @@ def ula_run(
         inplace: update z itself (the caller owns it) instead of a copy.
         work: a dict the caller keeps across calls for the two scratch arrays of a step
             (a sampler that calls ``ula_run`` once per replica-exchange block).
+        last: the evaluation at the final state: "full" (every term and gradient, for a
+            run that continues), "ll" (the log-likelihood alone: the ladder's last
+            exchange and its returned ll) or "none" (a caller that wants only z).
 
     Returns:
-        z after n_steps, and the :class:`Evaluation` at it (n_steps (+1) evaluations).
+        z after n_steps, and the :class:`Evaluation` at it (n_steps (+1) evaluations; None
+        with ``last="none"``, ll alone with ``last="ll"``).
     """
+    if last not in LAST:
+        raise ValueError(f"unknown last={last!r}; valid: {', '.join(LAST)}")
     xp = array_module(z)
     n = z.shape[0]
     t = expand(per_chain(temps, n, z), z)
@@ -57,7 +66,7 @@ def ula_run(
     if work.get("step") is None or work["step"].shape != z.shape or work["step"].dtype != z.dtype:
         work["step"], work["xi"] = xp.empty_like(z), xp.empty_like(z)
     step, xi = work["step"], work["xi"]  # reused by every step
-    for _ in range(n_steps):
+    for i in range(n_steps):
         # z += η (∇log p + t ∇log p(x|z)) + √(2η) ξ, in the order (and so the rounding) of
         # z + η·grad + √(2η)·ξ, with no temporaries
         xp.multiply(ev.gll, t, out=step)
@@ -67,7 +76,10 @@ def ula_run(
         rng.standard_normal(z.shape, dtype=z.dtype, out=xi)
         xi *= noise_scale
         z += xi
-        ev = evaluate(target, z)
+        if i < n_steps - 1 or last == "full":
+            ev = evaluate(target, z)
+        else:  # the final state's gradients are never read
+            ev = evaluate_log_lik(target, z) if last == "ll" else None
     return z, ev
 
 
@@ -76,4 +88,4 @@ def ula(target: Target, z: Array, temps: Any, step_size: Any, n_steps: int, rng:
 
     ``temps`` and ``step_size`` are scalars or per-chain (N,) arrays.
     """
-    return ula_run(target, z, temps, step_size, n_steps, rng)[0]
+    return ula_run(target, z, temps, step_size, n_steps, rng, last="none")[0]
