@@ -21,7 +21,7 @@ import configparser
 import difflib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 
 class ConfigError(ValueError):
@@ -631,6 +631,11 @@ class Config:
 
     def __getitem__(self, section: str) -> dict:
         return self.sections[resolve_section(section)]
+
+    def __iter__(self) -> Iterator[str]:
+        """The section names, so that ``for s in cfg: cfg[s]`` works (without it Python would
+        iterate by calling ``cfg[0]``, ``cfg[1]``, ...)."""
+        return iter(self.sections)
 
     def get(self, section: str, key: str) -> Any:
         """One value; ``key`` may be an ASCII alias."""

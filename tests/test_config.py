@@ -305,3 +305,10 @@ def test_from_ini_requires_every_key() -> None:
     text = config_to_ini(default_config("mnist")).replace("grid_update_decay = 0.999\n", "")
     with pytest.raises(ConfigError, match="GRID_UPDATING.grid_update_decay"):
         config_from_ini(text)
+
+
+def test_iterating_a_config_gives_its_section_names():
+    cfg = load_config("mnist")
+    names = list(cfg)
+    assert "EbmModel" in names and "TRAINING" in names
+    assert {s: dict(cfg[s]) for s in cfg}["TRAINING"]["batch_size"] == cfg["TRAINING"]["batch_size"]
