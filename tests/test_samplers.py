@@ -207,6 +207,28 @@ def test_step_search_properties(post_target):
     np.testing.assert_allclose(back.z, z, rtol=0, atol=1e-9)
 
 
+def test_step_search_stops_early_on_the_cpu_with_the_fixed_count_result(post_target, monkeypatch):
+    """On numpy the search rounds stop once no chain is searching; with the fixed count of
+    the GPU path (``xp is np`` made false) every output is the same to the bit."""
+    import sys
+
+    am = sys.modules["kaem.samplers.automala"]
+    tg, rng = post_target, np.random.default_rng(13)
+    N = 200
+    z = rng.standard_normal((N,) + LATENT)
+    t, p, u = rng.random(N), rng.standard_normal(z.shape), rng.random((2, N))
+    log_a, log_b = np.log(u.min(0)), np.log(u.max(0))
+    theta0 = np.full(N, 0.5)
+    s, ev = np.ones((1,) + LATENT), evaluate(tg, z)
+    j, prop, n_early = select_step(tg, z, ev, t, p, log_a, log_b, theta0, s, max_rounds=12)
+    monkeypatch.setattr(am, "np", object())  # the fixed-count path
+    j2, prop2, n_fixed = select_step(tg, z, ev, t, p, log_a, log_b, theta0, s, max_rounds=12)
+    assert n_early < n_fixed == 13
+    np.testing.assert_array_equal(j, j2)
+    for a, b in zip((prop.z, prop.p, prop.ell, *prop.ev), (prop2.z, prop2.p, prop2.ell, *prop2.ev)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_automala_keeps_exact_posterior(post_target):
     """Started AT the exact power posteriors (t = 0.5 and 1 in one population), 30
     adjusted steps with the random 'blend' preconditioner must not move the law."""
