@@ -141,7 +141,7 @@ def test_derivative_pointwise_in_threaded_blocks_and_cache_chunks_equals_the_bas
         grid.sort(axis=1)
     z = np.random.default_rng(11).uniform(-2.0, 2.0, (37, 4, 3))
     z[0, 0] = [-40.0, 9.0, 1e4]
-    monkeypatch.setattr(RBF, "slope_chunk", 20)  # several chunks in every row block
+    monkeypatch.setattr(RBF, "value_slope_chunk", 20)  # several chunks in every row block
     monkeypatch.setenv("KAEM_THREADS", "1")
     f1, df1 = layer.derivative_pointwise(z)
     monkeypatch.setenv("KAEM_THREADS", "3")
