@@ -9,6 +9,13 @@ On the GPU the whole array is one block, since the device is parallel already.
 Block boundaries depend only on the number of threads, and callers combine per-block
 partial sums in block order, so a run is reproducible on a given machine. The number of
 threads is the CPUs this process may use, or ``KAEM_THREADS`` when set (1 turns it off).
+
+OpenBLAS's own worker threads spin (yielding) for about 2^28 cycles after every product, so
+a row block that follows a matrix product shares its core with a spinning BLAS thread:
+``cli.py`` (and ``bench/targets.py``) set ``OPENBLAS_THREAD_TIMEOUT=4`` before numpy loads
+OpenBLAS, which makes them sleep at once (measured: the prior's sampler pass right after the
+likelihood's products 10 → 6.5 ms median, a thermo iteration 7–10% faster). Programs that
+import kaem themselves can set it in their environment.
 """
 from __future__ import annotations
 
