@@ -105,9 +105,11 @@ def update_layer_grid(layer: KANLayer, x: Any, ratio: float) -> bool:
     pts = blended_grid(x, basis.G, ratio)
     ok = usable_grid_rows(pts)
     x = xp.where(ok[None, :], x, 0)  # degenerate dimensions: harmless inputs, their fit is discarded
-    spline = (basis.evaluate(x, grid, tau)[:, :, None, :] * coef[None]).sum(-1)  # (N, in, out)
+    # the current functions' spline part on x, spline[i, n, o] = Σ_g B_g(x[n, i]) c[i, o, g]: a
+    # matmul batched over i (a broadcast product would form an (N, in, out, nb) temporary)
+    spline = basis.evaluate(x, grid, tau).transpose(1, 0, 2) @ coef.transpose(0, 2, 1)  # (in, N, out)
     fit = _refit(layer, pts, ok, lambda g: basis.evaluate(x, g, tau).transpose(1, 0, 2),  # (in, N, nb)
-                 spline.transpose(1, 0, 2), "generator")
+                 spline, "generator")
     if fit is None:
         return False
     new_grid, c = fit  # c (in, nb, out)
