@@ -51,9 +51,10 @@ class FiniteGuard:
             for k, a in live.items():
                 dst = kept.get(k)
                 if dst is None or dst.shape != a.shape or dst.dtype != a.dtype:
-                    kept[k] = a.copy()
-                else:
-                    self.xp.copyto(dst, a)
+                    # a copy in a's memory layout (the KAN coefficients are stored transposed),
+                    # so that each iteration's copyto is a straight copy, not a transpose
+                    dst = kept[k] = self.xp.empty_like(a)
+                self.xp.copyto(dst, a)
         self.iteration = iteration
 
     def kept(self) -> tuple[dict[str, Any], dict[str, Any]]:
