@@ -19,8 +19,9 @@ install-gpu:  ## install with CuPy and the CUDA 12 libraries it loads (cupy's ct
 test:  ## run the whole test suite (about 5 minutes on 2 cores)
 	$(PYTHON) -m pytest -q
 
-bench:  ## print benchmark figures as JSON (not a test); targets.py prints issue 11's targets
+bench:  ## print benchmark figures as JSON (not a test); targets.py prints issue 11's targets, floor.py this machine's bound under them
 	$(PYTHON) bench/targets.py
+	$(PYTHON) bench/floor.py
 	$(PYTHON) bench/train_step.py
 	$(PYTHON) bench/bases.py
 	$(PYTHON) bench/samplers.py
