@@ -152,9 +152,17 @@ class KANLayer:
     def tau(self) -> Any:
         return self.params["tau"] if "tau" in self.params else self.buffers["tau"]
 
+    row_independent = True  # each sample's output depends on its own input alone
+
     def zero_grad(self) -> None:
         for g in self.grads.values():
             g[...] = 0
+
+    def keep_rows(self, rows: Any) -> None:
+        """Keep only the samples ``rows`` (indices) in the forward cache: the next backward
+        takes dy for those rows alone, as if the forward had seen only them."""
+        x, b, db, B, W, aux = self._cache
+        self._cache = tuple(None if a is None else a[rows] for a in (x, b, db, B)) + (W, None if aux is None else aux[rows])
 
     def _weights(self, form: str, build: Any) -> Any:
         """W of one form from ``build()``: once per :func:`fixed_parameters` scope, on every

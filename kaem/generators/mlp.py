@@ -31,9 +31,17 @@ class DenseLayer:
         self.act = get_activation(activation) if activation else None
         self._cache: tuple = ()
 
+    row_independent = True  # each sample's output depends on its own input alone
+
     def zero_grad(self) -> None:
         for g in self.grads.values():
             g[...] = 0
+
+    def keep_rows(self, rows: Any) -> None:
+        """Keep only the samples ``rows`` (indices) in the forward cache (see
+        ``LayerStack.backward``)."""
+        x, dact = self._cache
+        self._cache = (x[rows], None if dact is None else dact[rows])
 
     def forward(self, x: Any, cache: bool = True) -> Any:
         """x (N, in) -> y (N, out)."""
