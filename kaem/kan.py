@@ -122,6 +122,8 @@ class KANLayer:
     Buffers (``self.buffers``): grid (in, n_knots) or None, tau () when frozen.
     """
 
+    row_independent = True  # each sample's output depends on its own input alone
+
     def __init__(self, be: Backend, in_dim: int, out_dim: int, spec: KANSpec, rng: Any) -> None:
         xp, dt = be.xp, be.dtype
         self.in_dim, self.out_dim, self.spec = in_dim, out_dim, spec
@@ -151,8 +153,6 @@ class KANLayer:
     @property
     def tau(self) -> Any:
         return self.params["tau"] if "tau" in self.params else self.buffers["tau"]
-
-    row_independent = True  # each sample's output depends on its own input alone
 
     def zero_grad(self) -> None:
         for g in self.grads.values():

@@ -24,14 +24,14 @@ class DenseLayer:
     """y = act(x W + b); parameters w (in, out) Glorot-normal, b (out) zero. ``activation``
     None: no activation (the output layer)."""
 
+    row_independent = True  # each sample's output depends on its own input alone
+
     def __init__(self, be: Backend, in_dim: int, out_dim: int, rng: Any, activation: str | None) -> None:
         self.params = {"w": glorot_normal(rng, (in_dim, out_dim), be.dtype), "b": be.zeros(out_dim)}
         self.grads = {k: be.xp.zeros_like(v) for k, v in self.params.items()}
         self.buffers: dict[str, Any] = {}
         self.act = get_activation(activation) if activation else None
         self._cache: tuple = ()
-
-    row_independent = True  # each sample's output depends on its own input alone
 
     def zero_grad(self) -> None:
         for g in self.grads.values():
