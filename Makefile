@@ -16,7 +16,7 @@ install:  ## install the package (editable) with the test extra
 install-gpu:  ## install with CuPy and the CUDA 12 libraries it loads (cupy's ctk extra): an NVIDIA driver is all the machine needs
 	$(PYTHON) -m pip install -q -e '.[test,gpu]'
 
-test:  ## run the whole test suite (about 5 minutes on 2 cores)
+test:  ## run the whole test suite (about 2.5 minutes on 2 quiet cores)
 	$(PYTHON) -m pytest -q
 
 bench:  ## print benchmark figures as JSON (not a test); targets.py prints issue 11's targets, floor.py this machine's bound under them
