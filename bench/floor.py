@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # as cli.py
 import numpy as np  # noqa: E402
@@ -39,17 +38,13 @@ from kaem.config import load_config  # noqa: E402
 from kaem.model import KAEM  # noqa: E402
 from kaem.threads import cpu_threads, map_blocks  # noqa: E402
 from targets import TARGETS_MS  # noqa: E402  (bench/targets.py)
+from timing import timed  # noqa: E402  (bench/timing.py)
 from train_step import iteration_flops, matmul_peak  # noqa: E402
 
 
 def _best(fn, reps: int) -> float:
-    """Fastest of ``reps`` calls, seconds."""
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+    """Fastest of ``reps`` calls after one warm-up, seconds (host arrays: no device sync)."""
+    return min(timed(get_backend("cpu"), fn, reps, warmup=1))
 
 
 def exp_ns(dtype: str, n: int = 1 << 15, calls: int = 50, reps: int = 40) -> dict[str, float]:
