@@ -65,7 +65,7 @@ def _int_in(lo: int, hi: int) -> Any:
 
 
 def _positive_int(text: str) -> int:
-    from kaem.config import MAX_COUNT
+    from kaem.config.schema import MAX_COUNT
 
     return _int_in(1, MAX_COUNT)(text)
 
@@ -84,7 +84,7 @@ def mode_overrides(mode: str, num_temps: int) -> list[str]:
                 f"{ti}=1"]
     if mode == "thermo":
         return [f"{ti}=5"] if num_temps <= 1 else []
-    from kaem.langevin import MODES
+    from kaem.objectives import MODES
 
     raise CLIError(f"unknown --mode {mode!r}; valid: {', '.join(MODES)}")
 
@@ -92,9 +92,9 @@ def mode_overrides(mode: str, num_temps: int) -> list[str]:
 def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     """The argument parser; raise_errors: bad arguments raise CLIError instead of exiting."""
     from kaem.backend import DEVICES, DTYPES
-    from kaem.config import DATASET_DEFAULTS, MAX_EVAL_SAMPLES
+    from kaem.config.schema import DATASET_DEFAULTS, MAX_EVAL_SAMPLES
     from kaem.datasets import DATASETS, darcy
-    from kaem.langevin import MODES
+    from kaem.objectives import MODES
 
     p = (_RaisingParser if raise_errors else argparse.ArgumentParser)(
         prog="cli.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -271,15 +271,15 @@ def cmd_train(args: Any) -> int:
     """Validate everything (config, checkpoint, data, memory) before writing into --out;
     then hold the run folder's lock while training, stopping cleanly on SIGINT/SIGTERM."""
     from kaem.backend import get_backend
-    from kaem.checkpoint import checkpoint_config, load_checkpoint, restore_model
-    from kaem.config import load_config, preset_dataset
+    from kaem.run.checkpoint import checkpoint_config, load_checkpoint, restore_model
+    from kaem.config.schema import load_config, preset_dataset
     from kaem.datasets import dataset_info, dataset_shape
-    from kaem.langevin import objective_mode
-    from kaem.memory import check_training_memory
+    from kaem.objectives import objective_mode
+    from kaem.run.memory import check_training_memory
     from kaem.model import KAEM
-    from kaem.runlock import RunLock
-    from kaem.signals import StopRequest
-    from kaem.train import Trainer
+    from kaem.run.lock import RunLock
+    from kaem.run.signals import StopRequest
+    from kaem.run.trainer import Trainer
 
     ckpt = None
     if args.resume:
@@ -373,8 +373,8 @@ def cmd_train(args: Any) -> int:
 def _existing_run(path: str, cfg: Any, dataset: str, seed: int) -> dict[str, Any]:
     """The checkpoint at ``path`` if it continues the run these options describe (same
     dataset, seed and config); otherwise a CLIError naming what differs."""
-    from kaem.checkpoint import checkpoint_config, load_checkpoint
-    from kaem.config import config_diff
+    from kaem.run.checkpoint import checkpoint_config, load_checkpoint
+    from kaem.config.schema import config_diff
 
     ckpt = load_checkpoint(path, for_resume=True)
     meta = ckpt["meta"]
@@ -398,9 +398,9 @@ def _refuse_existing_run(out: str) -> None:
 
 def cmd_sample(args: Any) -> int:
     from kaem.backend import get_backend
-    from kaem.checkpoint import load_checkpoint, restore_model
-    from kaem.atomic import atomic_open
-    from kaem.images import NonFiniteImages, save_pngs, save_sample_grid
+    from kaem.run.checkpoint import load_checkpoint, restore_model
+    from kaem.run.atomic import atomic_open
+    from kaem.plots.images import NonFiniteImages, save_pngs, save_sample_grid
 
     ckpt = load_checkpoint(args.ckpt)
     be = get_backend(args.device, ckpt["meta"].get("dtype", "float32"))
@@ -426,8 +426,8 @@ def cmd_sample(args: Any) -> int:
 
 def cmd_eval(args: Any) -> int:
     from kaem.backend import get_backend
-    from kaem.checkpoint import load_checkpoint, restore_model
-    from kaem.evaluate import evaluate
+    from kaem.run.checkpoint import load_checkpoint, restore_model
+    from kaem.evaluation.heldout import evaluate
 
     ckpt = load_checkpoint(args.ckpt, with_data=True)
     be = get_backend(args.device, ckpt["meta"].get("dtype", "float32"))
@@ -435,7 +435,7 @@ def cmd_eval(args: Any) -> int:
     t = model.cfg["TRAINING"]
     if not ckpt["meta"]["dataset"]:
         raise CLIError(f"{args.ckpt} names no dataset (saved from the Python API), so there is no test set to "
-                       "evaluate on; use kaem.evaluate.evaluate with your data")
+                       "evaluate on; use kaem.evaluation.heldout.evaluate with your data")
     resize = (ckpt["meta"].get("data") or {}).get("resize")
     _, x_test = _load_data(ckpt["meta"]["dataset"], args, None, args.n_test or t["N_test"], resize)
     S = args.samples or t["eval_importance_samples"]
@@ -487,8 +487,8 @@ SWEEP_OWN = ("help", "dataset", "out", "only")  # the sweep's options that do no
 
 def cmd_sweep(args: Any) -> int:
     """The sweep is a generated job file, OUT/sweep.txt, run by the jobs machinery."""
-    from kaem.jobs import write_job_file
-    from kaem.sweep import sweep_plan
+    from kaem.run.jobs import write_job_file
+    from kaem.run.sweep import sweep_plan
 
     out = args.out or os.path.join("runs", f"sweep-{args.dataset}")
     plan = sweep_plan(args.dataset)
@@ -539,7 +539,7 @@ def run_job(argv: list[str]) -> tuple[int, str, dict[str, Any]]:
 
 
 def _run_job_file(path: str, out: str | None, dry_run: bool = False, retry_failed: bool = False) -> int:
-    from kaem.jobs import plan_text, read_job_file, read_record, run_jobs, summary_paths
+    from kaem.run.jobs import plan_text, read_job_file, read_record, run_jobs, summary_paths
 
     jobs = read_job_file(path, _check_job)
     csv_path, md_path = summary_paths(path, out)
@@ -559,8 +559,8 @@ def cmd_jobs(args: Any) -> int:
 
 
 def cmd_plot_log(args: Any) -> int:
-    from kaem.plots import save_image, training_curves
-    from kaem.runlog import LogError, log_path, read_log
+    from kaem.plots.figures import save_image, training_curves
+    from kaem.run.logfile import LogError, log_path, read_log
 
     if not args.out.lower().endswith(".png"):
         raise CLIError(f"--out must be a .png path, got {args.out!r}")
@@ -582,8 +582,8 @@ def cmd_plot_log(args: Any) -> int:
 
 def cmd_plot_prior(args: Any) -> int:
     from kaem.backend import get_backend
-    from kaem.checkpoint import load_checkpoint, restore_model
-    from kaem.plots import prior_figure, save_image
+    from kaem.run.checkpoint import load_checkpoint, restore_model
+    from kaem.plots.figures import prior_figure, save_image
 
     if not args.out.lower().endswith(".png"):
         raise CLIError(f"--out must be a .png path, got {args.out!r}")
@@ -614,8 +614,8 @@ def cmd_plot_prior(args: Any) -> int:
 
 def cmd_compare(args: Any) -> int:
     from kaem.backend import get_backend, to_numpy
-    from kaem.checkpoint import load_checkpoint, restore_model
-    from kaem.plots import real_vs_generated, save_image
+    from kaem.run.checkpoint import load_checkpoint, restore_model
+    from kaem.plots.figures import real_vs_generated, save_image
 
     if not args.out.lower().endswith(".png"):
         raise CLIError(f"--out must be a .png path, got {args.out!r}")
@@ -657,13 +657,13 @@ def _run(command: Any, args: Any) -> int:
     """Run one command; every failure becomes one "error:" line (also left as ``args.error``
     for a job file's summary) and a non-zero exit status."""
     from kaem.backend import BackendError
-    from kaem.checkpoint import CheckpointError
-    from kaem.config import ConfigError
+    from kaem.run.checkpoint import CheckpointError
+    from kaem.config.schema import ConfigError
     from kaem.datasets import DatasetError
-    from kaem.jobs import JobFileError
-    from kaem.runlock import RunLockError
-    from kaem.signals import Abandon, Interrupted, signal_name
-    from kaem.train import TrainingError
+    from kaem.run.jobs import JobFileError
+    from kaem.run.lock import RunLockError
+    from kaem.run.signals import Abandon, Interrupted, signal_name
+    from kaem.run.trainer import TrainingError
 
     def fail(message: str, status: int) -> int:
         args.error = _one_line(message)
@@ -699,7 +699,7 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
     """Run one command: argv holds the words after cli.py (default: sys.argv[1:]) or is an
     already parsed Namespace (a job file's line), on which an error's message is left as
     ``args.error``. Returns the exit status."""
-    from kaem.signals import Abandon
+    from kaem.run.signals import Abandon
 
     args = argv if isinstance(argv, argparse.Namespace) else build_parser().parse_args(argv)
     commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "sweep": cmd_sweep,

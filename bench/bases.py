@@ -23,7 +23,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from kaem.backend import get_backend  # noqa: E402
-from kaem.kan import KANLayer, KANSpec  # noqa: E402
+from kaem.nn.kan import KANLayer, KANSpec  # noqa: E402
 from kaem.priors import UnivariatePrior  # noqa: E402
 from timing import interleaved_medians  # noqa: E402
 

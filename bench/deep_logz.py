@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kaem.backend import get_backend  # noqa: E402
-from kaem.kan import KANSpec  # noqa: E402
+from kaem.nn.kan import KANSpec  # noqa: E402
 from kaem.priors import DeepPrior  # noqa: E402
 
 Q = 100
@@ -111,7 +111,7 @@ def ti_log_Z(prior: Any, be: Any, n_temps: int, steps: int, eta: float, chains: 
 
 
 def trained(be: Any, path: str, seeds: int, n_temps: int, steps: int) -> dict[str, Any]:
-    from kaem.checkpoint import load_checkpoint, restore_model
+    from kaem.run.checkpoint import load_checkpoint, restore_model
 
     ckpt = load_checkpoint(path)
     be = get_backend(be.device, ckpt["meta"]["dtype"])  # the checkpoint's float type

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 from kaem.backend import get_backend  # noqa: E402
-from kaem.kan import KANSpec, fixed_parameters  # noqa: E402
+from kaem.nn.kan import KANSpec, fixed_parameters  # noqa: E402
 from kaem.priors import MixturePrior, UnivariatePrior  # noqa: E402
 from timing import backend_args, interleaved_medians  # noqa: E402  (bench/timing.py)
 

@@ -26,14 +26,14 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import kaem.langevin as lv  # noqa: E402
+import kaem.objectives as lv  # noqa: E402
 from kaem.backend import get_backend  # noqa: E402
-from kaem.config import load_config  # noqa: E402
-from kaem.importance import is_step  # noqa: E402
-from kaem.kan import fixed_parameters  # noqa: E402
+from kaem.config.schema import load_config  # noqa: E402
+from kaem.objectives.importance import is_step  # noqa: E402
+from kaem.nn.kan import fixed_parameters  # noqa: E402
 from kaem.model import KAEM  # noqa: E402
 from kaem.optim import Adam  # noqa: E402
-from kaem.posterior import KAEMPosterior  # noqa: E402
+from kaem.likelihood.posterior import KAEMPosterior  # noqa: E402
 from kaem.samplers import ula  # noqa: E402
 from timing import backend_args, timed  # noqa: E402  (bench/timing.py)
 from train_step import iteration_flops, matmul_peak  # noqa: E402

@@ -15,12 +15,12 @@ import math
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from .backend import Backend
-from .config import Config
-from .generators import make_generator
-from .kan import parameters_changed
-from .likelihood import GaussianLikelihood, apply_output_activation
-from .priors import make_prior
+from kaem.backend import Backend
+from kaem.config.schema import Config
+from kaem.generators import make_generator
+from kaem.nn.kan import parameters_changed
+from kaem.likelihood.gaussian import GaussianLikelihood, apply_output_activation
+from kaem.priors import make_prior
 
 class KAEM:
     """A Kolmogorov–Arnold Energy Model built from a validated ``Config``.

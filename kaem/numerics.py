@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import array_module
+from kaem.backend import array_module
 
 
 def logsumexp(a: Any, axis: int = -1) -> Any:

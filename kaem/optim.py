@@ -49,8 +49,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .backend import array_module
-from .threads import map_blocks, row_blocks
+from kaem.backend import array_module
+from kaem.kernels.threads import map_blocks, row_blocks
 
 CHUNK = 1 << 15  # entries per chunk of a CPU step: the chunk of θ, g, tmp and the state fits in L2
 

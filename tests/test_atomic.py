@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from kaem.atomic import atomic_open
+from kaem.run.atomic import atomic_open
 
 
 def test_replaces_file_with_usual_permissions(tmp_path):

@@ -12,8 +12,8 @@ import pytest
 from numpy.polynomial import chebyshev
 
 import kaem.backend
-from kaem.bases import BASES, FFT, Cheby, RSWAF, make_basis
-from kaem.kan import KANLayer, KANSpec
+from kaem.nn.bases import BASES, FFT, Cheby, RSWAF, make_basis
+from kaem.nn.kan import KANLayer, KANSpec
 
 NEW = ("FFT", "Cheby", "RSWAF")
 TAU = 0.8  # ≠ 1 so that every τ factor matters; < 1 also sends tanh(x)/τ outside [-1, 1]
@@ -258,7 +258,7 @@ def test_float32_dtypes_preserved() -> None:
 def test_registry_and_unknown_name() -> None:
     for name in NEW:
         assert name in BASES
-    from kaem.config import basis_names
+    from kaem.config.schema import basis_names
     assert set(NEW) <= set(basis_names())
     with pytest.raises(ValueError) as e:
         make_basis("Foo", 5)

@@ -60,7 +60,7 @@ def test_sample_writes_png_of_right_size(run, tmp_path, capsys):
 def test_resume_continues_at_saved_iteration(run, data_dir, tmp_path, capsys):
     import shutil
 
-    from kaem.checkpoint import load_checkpoint
+    from kaem.run.checkpoint import load_checkpoint
 
     shutil.copytree(run, tmp_path / "r", dirs_exist_ok=True)
     ckpt = str(tmp_path / "r" / "ckpt.npz")
@@ -76,7 +76,7 @@ def test_resume_matches_uninterrupted_run(run, data_dir, tmp_path):
     """Same batches and, on CPU, the same random stream: resumed == straight through."""
     import shutil
 
-    from kaem.checkpoint import load_checkpoint
+    from kaem.run.checkpoint import load_checkpoint
 
     shutil.copytree(run, tmp_path / "r", dirs_exist_ok=True)
     assert cli.main(["train", "--resume", str(tmp_path / "r" / "ckpt.npz"), "--epochs", "2",

@@ -15,12 +15,12 @@ import cli
 from conftest import PAIR, randomise, tiny_config
 from gradcheck import check_grad, rel_error
 from kaem.backend import get_backend
-from kaem.config import ConfigError, load_config
-from kaem.evaluate import heldout_loglik
-from kaem.langevin import langevin_loss_and_grad, objective_mode, training_step
+from kaem.config.schema import ConfigError, load_config
+from kaem.evaluation.heldout import heldout_loglik
+from kaem.objectives import langevin_loss_and_grad, objective_mode, training_step
 from kaem.model import KAEM
 from kaem.priors import DeepPrior
-from kaem.train import Trainer
+from kaem.run.trainer import Trainer
 
 DEEP = ["EbmModel.layer_widths=4,5,3,1", "EbmModel.π_0=gaussian"]  # Q = 4, generator 4 -> 5 -> D
 SHAPE = (1, 2, 3)
@@ -295,7 +295,7 @@ def test_training_step_in_each_mode(mode, extra):
 def test_trainer_with_grid_updates_checkpoint_and_evaluation(tmp_path, data_dir):
     """A few iterations with the KAN body (grids updated every iteration), a checkpoint
     that restores the same prior, and the IS log Z columns in the CSV."""
-    from kaem.checkpoint import load_checkpoint, restore_model
+    from kaem.run.checkpoint import load_checkpoint, restore_model
     from kaem.datasets import load_dataset
 
     be = get_backend("cpu", "float32")
@@ -347,7 +347,7 @@ def test_deep_presets_build(preset, dataset, shape, mode, body):
     """Pang et al.'s energy 100 -> 200 -> 200 -> 1: KAN (FFT G = 50) with the conv-transpose
     generator and ULA for the natural images, MLP with the KAN generator and IS for
     Fashion-MNIST; the generator's output matches the images."""
-    from kaem.config import preset_dataset
+    from kaem.config.schema import preset_dataset
     from kaem.datasets import dataset_shape
 
     cfg = load_config(preset)
@@ -384,8 +384,8 @@ def test_memory_estimate_counts_the_deep_prior(body, monkeypatch):
     """The memory estimate (kaem/memory.py) sizes the deep prior's network, not a (Q, P)
     univariate prior or its quadrature: its parameter count is the built model's (to 0.1 %),
     its activations are listed, and a too-wide energy network is blamed on layer_widths."""
-    import kaem.memory
-    from kaem.memory import MemoryBudgetError, check_training_memory, training_memory
+    import kaem.run.memory
+    from kaem.run.memory import MemoryBudgetError, check_training_memory, training_memory
 
     cfg = load_config("fmnist-deep", overrides=[f"EbmModel.deep_body={body}"])
     m = KAEM(cfg, (1, 28, 28), get_backend("cpu", "float32"), seed=0)
@@ -396,7 +396,7 @@ def test_memory_estimate_counts_the_deep_prior(body, monkeypatch):
     assert "deep prior activations on N prior samples" in items
     assert not any(w.startswith("quadrature") or w.startswith("prior basis") for w in items)
     wide = load_config("fmnist-deep", overrides=[f"EbmModel.deep_body={body}", "EbmModel.layer_widths=100,90000,90000,1"])
-    monkeypatch.setattr(kaem.memory, "available_host_memory", lambda: 2 ** 30)  # 1 GiB
+    monkeypatch.setattr(kaem.run.memory, "available_host_memory", lambda: 2 ** 30)  # 1 GiB
     check_training_memory(cfg, (1, 28, 28), 100, 10, get_backend("cpu", "float32"))
     with pytest.raises(MemoryBudgetError, match="EbmModel.layer_widths"):
         check_training_memory(wide, (1, 28, 28), 100, 10, get_backend("cpu", "float32"))
@@ -406,8 +406,8 @@ def test_checkpoint_of_a_deep_prior_is_validated(tmp_path):
     """A deep prior's parameters and buffers go through the checkpoint's field-by-field
     validation: a round trip restores them exactly; a wrong shape or NaN is refused, naming
     the field."""
-    from kaem.checkpoint import CheckpointError, load_checkpoint, restore_model, save_checkpoint
-    from kaem.config import config_to_ini
+    from kaem.run.checkpoint import CheckpointError, load_checkpoint, restore_model, save_checkpoint
+    from kaem.config.schema import config_to_ini
 
     be = get_backend("cpu", "float64")
     m = _deep_model(be, "kan")

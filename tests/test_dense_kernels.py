@@ -12,16 +12,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import kaem.kan as kan
-import kaem.likelihood as likelihood
+import kaem.nn.kan as kan
+import kaem.likelihood.gaussian as likelihood
 import kaem.optim as optim
 from conftest import randomise_kan
 from gradcheck import check_grad
-from kaem.activations import sigmoid
+from kaem.nn.activations import sigmoid
 from kaem.backend import get_backend
-from kaem.config import load_config
-from kaem.kan import KANLayer, KANSpec
-from kaem.likelihood import GaussianLikelihood, apply_output_activation, output_activation_grad
+from kaem.config.schema import load_config
+from kaem.nn.kan import KANLayer, KANSpec
+from kaem.likelihood.gaussian import GaussianLikelihood, apply_output_activation, output_activation_grad
 from kaem.numerics import normal_streams, standard_normal_
 from kaem.optim import OPTIMIZERS, make_optimizer
 

@@ -21,7 +21,7 @@ import pytest
 
 import cli
 from conftest import TINY_CLI
-from kaem.checkpoint import load_checkpoint
+from kaem.run.checkpoint import load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = TINY_CLI + ["--set", "GRID_UPDATING.grid_update_frequency=3"]

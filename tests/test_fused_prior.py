@@ -12,8 +12,8 @@ import pytest
 from conftest import randomise_kan
 from gradcheck import check_grad, rel_error
 from kaem.backend import get_backend
-from kaem.bases import BASES, RBF
-from kaem.kan import KANLayer, KANSpec
+from kaem.nn.bases import BASES, RBF
+from kaem.nn.kan import KANLayer, KANSpec
 from kaem.priors import UnivariatePrior
 
 BE = get_backend("cpu", "float64")

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import PAIR, randomise, tiny_config
 from gradcheck import check_grad
-from kaem.likelihood import GaussianLikelihood, apply_output_activation
+from kaem.likelihood.gaussian import GaussianLikelihood, apply_output_activation
 from kaem.model import KAEM
 
 OUT_ACTS = ("sigmoid", "tanh", "none")

@@ -17,11 +17,11 @@ import pytest
 
 from conftest import randomise, tiny_config
 from kaem.backend import BackendError, get_backend, to_numpy
-from kaem.bases import BASES
-from kaem.importance import is_loss_and_grad, is_step
-from kaem.kan import KANLayer, KANSpec
-from kaem.langevin import langevin_loss_and_grad, thermo_loss_and_grad, training_step
-from kaem.evaluate import evaluate
+from kaem.nn.bases import BASES
+from kaem.objectives.importance import is_loss_and_grad, is_step
+from kaem.nn.kan import KANLayer, KANSpec
+from kaem.objectives import langevin_loss_and_grad, thermo_loss_and_grad, training_step
+from kaem.evaluation.heldout import evaluate
 from kaem.model import KAEM
 from kaem.numerics import lstsq_batched
 from kaem.samplers import temperature_ladder

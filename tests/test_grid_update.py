@@ -6,10 +6,10 @@ import pytest
 
 from conftest import real_fmnist
 from kaem.backend import get_backend
-from kaem.config import load_config
-from kaem.grid_update import (DOMAIN_MARGIN, blended_grid, grid_update_due, prior_domain_from_grid,
+from kaem.config.schema import load_config
+from kaem.nn.grid_update import (DOMAIN_MARGIN, blended_grid, grid_update_due, prior_domain_from_grid,
                               update_layer_grid, update_pointwise_grid)
-from kaem.kan import KANLayer, KANSpec
+from kaem.nn.kan import KANLayer, KANSpec
 from kaem.model import KAEM
 
 GRID_BASES = ["RBF", "B-spline", "RSWAF"]
@@ -133,7 +133,7 @@ def test_schedule_interval_grows():
 
 
 def test_training_with_frequent_grid_updates_stays_finite_and_improves(tmp_path):
-    from kaem.train import Trainer
+    from kaem.run.trainer import Trainer
 
     x_train, x_test = real_fmnist(1000, 300)
     be = get_backend("cpu", "float32")

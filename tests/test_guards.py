@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 
 import cli
-import kaem.grid_update as gu
+import kaem.nn.grid_update as gu
 from conftest import PAIR, TINY_CLI, tiny_config
-from kaem.atomic import atomic_open, stale_temp_files, temp_owner
-from kaem.checkpoint import load_checkpoint
-from kaem.config import load_config
-from kaem.csvlog import append_row, reconcile
-from kaem.grid_update import GridUpdateWarning, update_layer_grid, update_pointwise_grid
-from kaem.memory import MemoryBudgetError, check_training_memory, training_memory
+from kaem.run.atomic import atomic_open, stale_temp_files, temp_owner
+from kaem.run.checkpoint import load_checkpoint
+from kaem.config.schema import load_config
+from kaem.run.logfile import append_row, reconcile
+from kaem.nn.grid_update import GridUpdateWarning, update_layer_grid, update_pointwise_grid
+from kaem.run.memory import MemoryBudgetError, check_training_memory, training_memory
 from kaem.model import KAEM
-from kaem.runlock import RunLock, RunLockError, pid_alive
-from kaem.train import Trainer, TrainingError
+from kaem.run.lock import RunLock, RunLockError, pid_alive
+from kaem.run.trainer import Trainer, TrainingError
 
 TINY = TINY_CLI
 
@@ -177,22 +177,22 @@ def test_reconcile_drops_rows_the_checkpoint_has_not_completed(tmp_path):
 
 
 def test_crash_between_csv_row_and_checkpoint_leaves_no_duplicate_row(be64, tmp_path, monkeypatch):
-    import kaem.train
+    import kaem.run.trainer
 
     model = KAEM(tiny_config("TRAINING.batch_size=10", "TRAINING.eval_importance_samples=10"), (1, 2, 3), be64, seed=0)
     x = np.random.default_rng(0).random((40, 6))
     tr = Trainer(model, be64, x, x[:5], str(tmp_path), log=lambda m: None)
     tr.run(epochs=1)
-    save = kaem.train.save_checkpoint
+    save = kaem.run.trainer.save_checkpoint
 
     def crash(*a, **k):
         raise OSError(errno.EIO, "simulated crash")
 
-    monkeypatch.setattr(kaem.train, "save_checkpoint", crash)
+    monkeypatch.setattr(kaem.run.trainer, "save_checkpoint", crash)
     with pytest.raises(OSError):
         tr.run(epochs=2)  # epoch 2's row is written, its checkpoint is not
-    monkeypatch.setattr(kaem.train, "save_checkpoint", save)
-    from kaem.checkpoint import restore_model
+    monkeypatch.setattr(kaem.run.trainer, "save_checkpoint", save)
+    from kaem.run.checkpoint import restore_model
 
     ck = load_checkpoint(os.path.join(tmp_path, "ckpt.npz"))
     tr2 = Trainer(restore_model(ck, be64), be64, x, x[:5], str(tmp_path), log=lambda m: None)
@@ -265,9 +265,9 @@ def test_memory_estimate_of_the_default_config_is_plausible():
 def test_memory_check_names_the_figure_and_the_setting(monkeypatch):
     from kaem.backend import get_backend
 
-    import kaem.memory
+    import kaem.run.memory
 
-    monkeypatch.setattr(kaem.memory, "available_host_memory", lambda: 500 * 2 ** 20)  # 500 MiB
+    monkeypatch.setattr(kaem.run.memory, "available_host_memory", lambda: 500 * 2 ** 20)  # 500 MiB
     cfg = load_config("mnist", overrides=["TRAINING.importance_sample_size=2000", PAIR])
     with pytest.raises(MemoryBudgetError, match=r"needs about .* GiB .* 500 MiB .*B·S·D.*importance_sample_size"):
         check_training_memory(cfg, (1, 28, 28), 1000, 100, get_backend("cpu", "float32"))
@@ -277,7 +277,7 @@ def test_memory_check_names_the_figure_and_the_setting(monkeypatch):
 def test_job_file_stops_at_a_job_ended_by_sigterm(tmp_path):
     """A SIGTERM'd training (exit 143, checkpointed) stops the job file like Ctrl-C (130):
     recorded as interrupted, the later jobs left pending, not run as if it had failed."""
-    from kaem.jobs import parse_jobs, run_jobs
+    from kaem.run.jobs import parse_jobs, run_jobs
 
     jobs = parse_jobs("train --out a\ntrain --out b\n")
     ran = []

@@ -6,9 +6,9 @@ import pytest
 
 from conftest import PAIR, randomise, tiny_config
 from gradcheck import check_grad
-from kaem.importance import is_loss_and_grad, is_step
+from kaem.objectives.importance import is_loss_and_grad, is_step
 from kaem.model import KAEM
-from kaem.resampling import RESAMPLERS, ess, importance_weights
+from kaem.objectives.resampling import RESAMPLERS, ess, importance_weights
 
 
 @pytest.mark.parametrize("cd", [True, False], ids=["contrastive", "exact-logZ"])

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import cli
-from kaem.checkpoint import load_checkpoint
-from kaem.jobs import parse_jobs, reference_line
-from kaem.runlog import read_log
+from kaem.run.checkpoint import load_checkpoint
+from kaem.run.jobs import parse_jobs, reference_line
+from kaem.run.logfile import read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ("--set EbmModel.layer_widths=3,7 --set GeneratorModel.widths=7,12 --set EbmModel.grid_size=4 "
@@ -109,7 +109,7 @@ def test_rerun_only_prints_the_summary(first_run, capsys):
 def test_interrupted_run_resumes_where_it_stopped(first_run, data_dir, tmp_path, monkeypatch, capsys):
     """Ctrl-C after the first epoch's checkpoint: the file stops there (status 130); rerun,
     the training continues at that iteration and ends equal to an uninterrupted one."""
-    from kaem.train import Trainer
+    from kaem.run.trainer import Trainer
 
     tmp, _, _ = first_run
     path = tmp_path / "jobs.txt"
@@ -160,7 +160,7 @@ def test_make_train_vanilla_with_upper_case_dataset(data_dir, tmp_path):
 
 def test_example_job_file_is_valid():
     """The README's walk-through file parses, line by line, as commands."""
-    from kaem.jobs import read_job_file
+    from kaem.run.jobs import read_job_file
 
     jobs = read_job_file(os.path.join(ROOT, "examples", "day-with-kaem.txt"), cli._check_job)
     assert len(jobs) == 4 and not any(j.error for j in jobs)

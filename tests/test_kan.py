@@ -1,8 +1,8 @@
 """Tests for kaem/bases.py, kaem/activations.py and kaem/kan.py (spec section 2).
 
 Every hand-written backward pass is checked against central differences (tests/gradcheck.py)
-for EVERY registered basis (``kaem.bases.BASES``) and EVERY activation
-(``kaem.activations.ACTIVATIONS``), so families added later are covered automatically.
+for EVERY registered basis (``kaem.nn.bases.BASES``) and EVERY activation
+(``kaem.nn.activations.ACTIVATIONS``), so families added later are covered automatically.
 float64, fixed seeds, parameters moved away from their initialisation by random values.
 
 Non-smooth points: relu/leakyrelu/elu/selu/celu have a kink at 0, hardswish at ±3, and
@@ -17,10 +17,10 @@ import pytest
 from scipy.interpolate import BSpline as SciBSpline
 
 from conftest import randomise_kan
-from kaem.activations import ACTIVATIONS, get_activation
+from kaem.nn.activations import ACTIVATIONS, get_activation
 from kaem.backend import get_backend
-from kaem.bases import BASES, make_basis
-from kaem.kan import KANLayer, KANSpec
+from kaem.nn.bases import BASES, make_basis
+from kaem.nn.kan import KANLayer, KANSpec
 
 try:
     from gradcheck import away_from, check_grad, numerical_grad, rel_error
@@ -64,7 +64,7 @@ def inputs(layer: KANLayer, shape: tuple, seed: int) -> np.ndarray:
 # ---- independent reference implementations ---------------------------------------------
 
 def ref_basis(layer: KANLayer, x: np.ndarray) -> np.ndarray:
-    """B (..., in, nb) computed from the spec's formulas, not from kaem.bases.
+    """B (..., in, nb) computed from the spec's formulas, not from kaem.nn.bases.
 
     RBF: exp(-((x - t_g)/(h·τ))²/2) on G+1 uniform knots; B-spline: scipy's B-spline
     basis elements on the uniformly extended knot vector. Bases added later fall back to

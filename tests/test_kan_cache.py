@@ -1,4 +1,4 @@
-"""The KAN layer's W = w_sp ⊙ c cache (kaem.kan.fixed_parameters) cannot go stale, and the
+"""The KAN layer's W = w_sp ⊙ c cache (kaem.nn.kan.fixed_parameters) cannot go stale, and the
 prior's sampler path (value + z-derivative without the basis tensor) is exact.
 
 W is reused only inside a ``fixed_parameters`` scope; every write to the parameters that
@@ -13,8 +13,8 @@ import pytest
 from conftest import tiny_config
 from gradcheck import away_from, check_grad, rel_error
 from kaem.backend import get_backend
-from kaem.bases import BASES
-from kaem.kan import KANLayer, KANSpec, fixed_parameters, parameters_changed
+from kaem.nn.bases import BASES
+from kaem.nn.kan import KANLayer, KANSpec, fixed_parameters, parameters_changed
 from kaem.model import KAEM
 from kaem.optim import Adam
 
@@ -83,7 +83,7 @@ def test_library_writers_inside_a_scope_invalidate():
 
 def test_training_steps_use_the_updated_parameters():
     """is_step opens its own scope; after Adam the next step must see the new parameters."""
-    from kaem.importance import is_step
+    from kaem.objectives.importance import is_step
 
     m = KAEM(tiny_config(), (1, 2, 3), BE, seed=1)
     opt = Adam(m.parameters(), lr=0.05)
@@ -132,7 +132,7 @@ def test_derivative_pointwise_in_threaded_blocks_and_cache_chunks_equals_the_bas
     """The sampler kernel split over 3 threads (and, for RBF, into many cache chunks per
     thread) equals the basis-tensor reference ``Basis.value_and_slope`` plus the base branch,
     float64, on a non-uniform grid and inputs far outside it; and the blocking changes no bit."""
-    from kaem.bases import Basis, RBF
+    from kaem.nn.bases import Basis, RBF
 
     layer = _layer(basis, seed=9)
     grid = layer.buffers["grid"]
@@ -145,7 +145,7 @@ def test_derivative_pointwise_in_threaded_blocks_and_cache_chunks_equals_the_bas
     monkeypatch.setenv("KAEM_THREADS", "1")
     f1, df1 = layer.derivative_pointwise(z)
     monkeypatch.setenv("KAEM_THREADS", "3")
-    monkeypatch.setattr("kaem.kan.row_blocks", lambda xp, n, min_rows=1: [(0, 5), (5, 6), (6, 37)])
+    monkeypatch.setattr("kaem.nn.kan.row_blocks", lambda xp, n, min_rows=1: [(0, 5), (5, 6), (6, 37)])
     f3, df3 = layer.derivative_pointwise(z)
     np.testing.assert_array_equal(f3, f1)
     np.testing.assert_array_equal(df3, df1)
@@ -159,7 +159,7 @@ def test_derivative_pointwise_in_threaded_blocks_and_cache_chunks_equals_the_bas
 def test_rbf_value_and_slope_in_float32_is_the_float64_value_to_rounding():
     """The speed case: float32 inputs give the float64 sums to a few float32 ulps of their
     terms' scale: Σ_g |W_g| for S0, and Σ_g |W_g|·(|a| + |a_g|)/w for S1 = (Σ a_g W_g B_g − a S0)/w."""
-    from kaem.bases import Basis
+    from kaem.nn.bases import Basis
 
     layer = _layer("RBF", seed=12)
     W, grid, tau = layer.spline_weights(), layer.buffers["grid"], layer.tau

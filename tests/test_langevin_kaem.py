@@ -11,13 +11,13 @@ import cli
 from conftest import PAIR, randomise, real_fmnist, tiny_config
 from gradcheck import check_grad, rel_error
 from kaem.backend import get_backend
-from kaem.config import load_config
-from kaem.langevin import (langevin_loss_and_grad, langevin_step, objective_mode, thermo_loss_and_grad,
+from kaem.config.schema import load_config
+from kaem.objectives import (langevin_loss_and_grad, langevin_step, objective_mode, thermo_loss_and_grad,
                            thermo_step, ti_weights, training_step)
 from kaem.model import KAEM
-from kaem.posterior import KAEMPosterior
+from kaem.likelihood.posterior import KAEMPosterior
 from kaem.samplers import evaluate, temperature_ladder, thermo_sample, ti_log_evidence, ula
-from kaem.train import Trainer
+from kaem.run.trainer import Trainer
 
 SHAPE = (1, 2, 3)  # D = 6
 
@@ -274,7 +274,7 @@ def test_training_step_contract(be64, name, cd):
 def test_thermo_step_uses_the_scheduled_ladder_and_the_t1_chains(be64, monkeypatch):
     """thermo_sample gets rungs t_1..t_N of (k/N)^p(i) (rung 0 is exact prior samples) and
     diag["z"] is the t = 1 rung of its output."""
-    import kaem.langevin as lv
+    import kaem.objectives.thermodynamic as lv
     from kaem.samplers import p_schedule
 
     m = _model(be64, "THERMODYNAMIC_INTEGRATION.num_temps=3", "THERMODYNAMIC_INTEGRATION.p_start=4",

@@ -19,7 +19,7 @@ from conftest import randomise_kan, tiny_config
 from gradcheck import rel_error
 from kaem.backend import get_backend
 from kaem.generators.base import LayerStack
-from kaem.kan import KANSpec
+from kaem.nn.kan import KANSpec
 from kaem.model import KAEM
 from kaem.priors import UnivariatePrior
 

@@ -14,7 +14,7 @@ from scipy import stats
 from conftest import PAIR, randomise, randomise_kan, tiny_config
 from gradcheck import away_from, check_grad, check_grads, rel_error
 from kaem.backend import get_backend
-from kaem.kan import KANSpec
+from kaem.nn.kan import KANSpec
 from kaem.model import KAEM
 from kaem.priors import MixturePrior, make_prior, prior_kind
 
@@ -282,7 +282,7 @@ def _model(*overrides, pi0="gaussian", seed=1):
 
 def test_generator_input_is_z_and_the_full_is_loss_gradient():
     """h = z; the whole IS loss (exact log Z) against finite differences, every parameter."""
-    from kaem.importance import is_loss_and_grad
+    from kaem.objectives.importance import is_loss_and_grad
 
     m = _model("TRAINING.contrastive_divergence_training=false", PAIR, pi0="learnable_gaussian")
     rng = BE.rng(3)
@@ -309,7 +309,7 @@ MODES = {"is": [], "ula": ["POST_LANGEVIN.use_langevin=true"],
 @pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize("cd", [True, False], ids=["contrastive", "exact-logZ"])
 def test_every_objective_runs_with_the_mixture(mode, cd):
-    from kaem.langevin import objective_mode, training_step
+    from kaem.objectives import objective_mode, training_step
 
     m = _model(*MODES[mode], f"TRAINING.contrastive_divergence_training={str(cd).lower()}",
                "TRAINING.importance_sample_size=8", "POST_LANGEVIN.iters=3",
@@ -326,7 +326,7 @@ def test_every_objective_runs_with_the_mixture(mode, cd):
 
 
 def test_posterior_target_gradients():
-    from kaem.posterior import KAEMPosterior
+    from kaem.likelihood.posterior import KAEMPosterior
 
     m = _model()
     rng = BE.rng(5)
@@ -341,7 +341,7 @@ def test_checkpoint_round_trip_via_cli(tmp_path, data_dir):
     """A mixture model trained by the CLI: the stored config says use_mixture_prior = true,
     the restored model has the same parameters and log density, and sample/plot-prior run."""
     import cli
-    from kaem.checkpoint import load_checkpoint, restore_model
+    from kaem.run.checkpoint import load_checkpoint, restore_model
 
     out = tmp_path / "run"
     tiny = ["--set", "EbmModel.layer_widths=3,5", "--set", "GeneratorModel.widths=5,6",
@@ -369,7 +369,7 @@ def test_mixture_density_curves_and_figure():
     """The plotted π_q is a normalised density (trapezoid within its error bound), the sum
     of the plotted weighted components, and exp of the model's log density; the figure has
     MIX_COLUMNS panels to a row."""
-    from kaem.plots import HEADER_H, MIX_COLUMNS, MIX_PANEL_SIZE, mixture_density_curves, mixture_density_grid
+    from kaem.plots.figures import HEADER_H, MIX_COLUMNS, MIX_PANEL_SIZE, mixture_density_curves, mixture_density_grid
     from test_plots import _trapezoid_with_bound
 
     prior = make_mixture("learnable_gaussian", P=3, Q=5, seed=21, eps=0.0)

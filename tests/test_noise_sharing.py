@@ -20,9 +20,9 @@ from scipy import stats
 
 from conftest import randomise, tiny_config
 from gradcheck import check_grad
-from kaem.importance import is_loss_and_grad
-from kaem.langevin import langevin_loss_and_grad, thermo_loss_and_grad
-from kaem.likelihood import GaussianLikelihood, apply_output_activation
+from kaem.objectives.importance import is_loss_and_grad
+from kaem.objectives import langevin_loss_and_grad, thermo_loss_and_grad
+from kaem.likelihood.gaussian import GaussianLikelihood, apply_output_activation
 from kaem.model import KAEM
 from kaem.samplers import temperature_ladder
 
@@ -100,7 +100,7 @@ def test_pair_values_with_given_noise(out_act):
 
 def test_pair_mode_blocks_do_not_change_the_result(monkeypatch):
     """The cache-sized blocks of s-slices are an implementation detail."""
-    import kaem.likelihood as L
+    import kaem.likelihood.gaussian as L
 
     rng = np.random.default_rng(7)
     x, g, xi = rng.random((3, 4)), rng.standard_normal((5, 4)), rng.standard_normal((3, 5, 4))

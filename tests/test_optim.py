@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from kaem.config import load_config
+from kaem.config.schema import load_config
 from kaem.optim import (OPTIMIZERS, SGD, Adam, AdamW, Momentum, Nesterov, OptimizerStateError, RMSProp,
                         StepSchedule, make_optimizer)
 
@@ -189,7 +189,7 @@ def test_resume_across_a_milestone_is_exact(data_dir, tmp_path, capsys):
     and resumed to the end equals the uninterrupted run bit for bit (CPU), and the stored
     optimiser state carries its type and the decayed rate."""
     import cli
-    from kaem.checkpoint import load_checkpoint
+    from kaem.run.checkpoint import load_checkpoint
 
     def train(out, *extra):
         return cli.main(["train", "--dataset", "fmnist", "--data-dir", data_dir, "--no-download",
@@ -221,9 +221,9 @@ def test_version_1_checkpoint_still_resumes_as_adam(tmp_path, be64):
     import re
 
     from conftest import tiny_config
-    from kaem.checkpoint import load_checkpoint, restore_model
+    from kaem.run.checkpoint import load_checkpoint, restore_model
     from kaem.model import KAEM
-    from kaem.train import Trainer
+    from kaem.run.trainer import Trainer
 
     x = np.random.default_rng(0).random((20, 6))
     tr = Trainer(KAEM(tiny_config(), (1, 2, 3), be64), be64, x, x[:5], str(tmp_path), log=lambda m: None)

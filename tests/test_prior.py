@@ -16,8 +16,8 @@ from scipy import integrate, stats
 
 from conftest import randomise_kan
 from kaem.backend import get_backend
-from kaem.bases import BASES
-from kaem.kan import KANSpec
+from kaem.nn.bases import BASES
+from kaem.nn.kan import KANSpec
 from kaem.priors import UnivariatePrior
 from kaem.priors.pi0 import PI0
 

@@ -14,7 +14,7 @@ from scipy import stats
 from conftest import randomise_kan, tiny_config
 from gradcheck import away_from, check_grad, check_grads, rel_error
 from kaem.backend import get_backend
-from kaem.kan import KANSpec
+from kaem.nn.kan import KANSpec
 from kaem.model import KAEM
 from kaem.priors import UnivariatePrior
 from kaem.priors.pi0 import PI0, BaseDensity, sum_to_shape
@@ -93,7 +93,7 @@ def test_learnable_gaussian_gradients(basis):
 
 def test_learnable_gaussian_trains_in_a_model():
     """A KAEM with the learnable π0: IS steps with exact log Z move μ and σ."""
-    from kaem.importance import is_step
+    from kaem.objectives.importance import is_step
     from kaem.optim import Adam
 
     m = KAEM(tiny_config("TRAINING.contrastive_divergence_training=false", "TRAINING.importance_sample_size=8",

@@ -6,7 +6,7 @@ outcome today: None = it loads and builds a model for its data (``DATA``: the fi
 first word), else a piece of its one-line error.
 When a feature lands (mixture prior, conv generator, deep prior, ...), whoever lands it
 updates the expectations of the files it unlocks, and moves the feature's keys from
-``kaem.config.INERT_KEYS`` to ``SCHEMA``.
+``kaem.config.schema.INERT_KEYS`` to ``SCHEMA``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from kaem.backend import get_backend
-from kaem.config import INERT_KEYS, SCHEMA, ConfigError, ascii_alias, load_config
+from kaem.config.schema import INERT_KEYS, SCHEMA, ConfigError, ascii_alias, load_config
 from kaem.datasets import dataset_shape
 from kaem.model import KAEM
 
@@ -122,7 +122,7 @@ def test_inert_keys_are_still_names_checked(tmp_path):
 
 def test_reference_quirks_num_temps_zero_and_checkpoint_every_minus_one():
     cfg = load_config("fmnist", os.path.join(REF, "pritraj1", "darcy_flow_config.ini"))
-    from kaem.langevin import objective_mode
+    from kaem.objectives import objective_mode
 
     assert cfg["THERMODYNAMIC_INTEGRATION"]["num_temps"] == 0 and objective_mode(cfg) == "is"
     assert cfg["TRAINING"]["checkpoint_every"] == -1
@@ -134,7 +134,7 @@ def test_nist_config_trains_as_is_through_the_cli(data_dir, tmp_path, capsys):
     data set and, for the test's time, a small model: 4 epochs of 4 iterations cross the
     first milestone. README shows the file's own model on real Fashion-MNIST."""
     import cli
-    from kaem.checkpoint import load_checkpoint
+    from kaem.run.checkpoint import load_checkpoint
 
     out = tmp_path / "run"
     assert cli.main(["train", "--dataset", "fmnist", "--config", os.path.join(REF, "pritraj1", "nist_config.ini"),

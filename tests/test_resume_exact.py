@@ -13,12 +13,12 @@ import signal
 import numpy as np
 import pytest
 
-import kaem.train
+import kaem.run.trainer
 from conftest import tiny_config
-from kaem.checkpoint import load_checkpoint, restore_model
+from kaem.run.checkpoint import load_checkpoint, restore_model
 from kaem.model import KAEM
-from kaem.signals import Interrupted, StopRequest
-from kaem.train import Trainer
+from kaem.run.signals import Interrupted, StopRequest
+from kaem.run.trainer import Trainer
 
 SHAPE = (1, 2, 3)
 MODES = {
@@ -108,7 +108,7 @@ def test_split_by_a_signal_mid_epoch_is_exact(mode, be64, tmp_path, straight):
 def test_abandoned_iteration_is_rewound(mode, be64, tmp_path, straight, monkeypatch):
     """A second signal inside iteration 6's gradient evaluation abandons it: its random draws
     and autoMALA's step-size adaptation are rewound and iteration 5 is checkpointed."""
-    step = kaem.train.training_step
+    step = kaem.run.trainer.training_step
 
     def interrupted_step(model, x, rng, iteration, *args):
         out = step(model, x, rng, iteration, *args)
@@ -117,12 +117,12 @@ def test_abandoned_iteration_is_rewound(mode, be64, tmp_path, straight, monkeypa
             os.kill(os.getpid(), signal.SIGINT)  # abandons here, after the draws
         return out
 
-    monkeypatch.setattr(kaem.train, "training_step", interrupted_step)
+    monkeypatch.setattr(kaem.run.trainer, "training_step", interrupted_step)
     tr = _trainer(be64, mode, tmp_path)
     with StopRequest() as stop, pytest.raises(Interrupted) as e:
         tr.run(EPOCHS, stop=stop)
     assert e.value.exit_code == 130 and tr.iteration == 5
-    monkeypatch.setattr(kaem.train, "training_step", step)
+    monkeypatch.setattr(kaem.run.trainer, "training_step", step)
     _resumed(be64, tmp_path).run(EPOCHS)
     _assert_same(_state(tmp_path), straight[mode])
 

@@ -9,9 +9,9 @@ from PIL import Image
 
 import cli
 from kaem.backend import get_backend
-from kaem.checkpoint import load_checkpoint, restore_model
-from kaem.images import image_grid
-from kaem.train import SAMPLE_GRID_N, sample_grid_rng
+from kaem.run.checkpoint import load_checkpoint, restore_model
+from kaem.plots.images import image_grid
+from kaem.run.trainer import SAMPLE_GRID_N, sample_grid_rng
 from test_cli import TINY
 
 
@@ -57,7 +57,7 @@ def test_config_stored_before_gen_every_still_loads():
     an error."""
     import pytest
 
-    from kaem.config import ConfigError, config_from_ini, config_to_ini, load_config
+    from kaem.config.schema import ConfigError, config_from_ini, config_to_ini, load_config
 
     cfg = load_config("fmnist")
     text = config_to_ini(cfg)

@@ -8,8 +8,8 @@ import shlex
 import numpy as np
 
 import cli
-from kaem.jobs import summary_markdown
-from kaem.sweep import PI0S, SWEPT_BASES, sweep_plan
+from kaem.run.jobs import summary_markdown
+from kaem.run.sweep import PI0S, SWEPT_BASES, sweep_plan
 
 TINY = ["--set", "EbmModel.layer_widths=3,7", "--set", "GeneratorModel.widths=7,12",
         "--set", "EbmModel.grid_size=4", "--set", "GeneratorModel.grid_size=4",
@@ -41,8 +41,8 @@ def test_sweep_runs_all_and_writes_summary(tmp_path, data_dir, capsys):
     runs = {os.path.basename(r["output"]) for r in rows}
     assert runs == {p["run"] for p in sweep_plan("fmnist")}
     for r in rows:  # each run in its own folder, with the right basis and π0 in its checkpoint
-        from kaem.checkpoint import load_checkpoint
-        from kaem.config import config_from_ini
+        from kaem.run.checkpoint import load_checkpoint
+        from kaem.config.schema import config_from_ini
 
         pi0, basis = os.path.basename(r["output"]).split("-")
         cfg = config_from_ini(load_checkpoint(os.path.join(r["output"], "ckpt.npz"))["config"])

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import tiny_config
 from kaem.model import KAEM
-from kaem.train import Trainer
+from kaem.run.trainer import Trainer
 from syncbackend import XP, counting, counting_backend
 
 MAX_SYNCS_PER_ITERATION = 4

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from kaem.threads import cpu_threads, map_blocks, row_blocks
+from kaem.kernels.threads import cpu_threads, map_blocks, row_blocks
 
 
 @pytest.mark.parametrize("threads", ["1", "2", "3", "7"])

@@ -8,9 +8,9 @@ import pytest
 
 from conftest import real_fmnist, tiny_config
 from kaem.backend import get_backend
-from kaem.config import load_config
+from kaem.config.schema import load_config
 from kaem.model import KAEM
-from kaem.train import Trainer, TrainingError
+from kaem.run.trainer import Trainer, TrainingError
 
 
 def test_short_training_on_real_fmnist_raises_heldout_loglik(tmp_path):
@@ -45,7 +45,7 @@ def test_nan_stops_training_and_saves_last_good_state(tmp_path, be64):
     model.prior.layer.params["coef"][0, 0, 0] = np.nan
     with pytest.raises(TrainingError, match="non-finite loss"):
         tr.run(epochs=2)
-    from kaem.checkpoint import load_checkpoint
+    from kaem.run.checkpoint import load_checkpoint
 
     saved = load_checkpoint(os.path.join(tmp_path, "last_good.npz"))
     assert saved["meta"]["iteration"] == tr.iters_per_epoch - 1 and saved["meta"]["last_good"]
@@ -57,13 +57,13 @@ def test_nan_stops_training_and_saves_last_good_state(tmp_path, be64):
 def test_slow_iterations_still_show_progress(tmp_path, be64, monkeypatch):
     """A progress line at least every PROGRESS_EVERY_S, whatever --log-every says; slow
     iterations read as seconds per iteration."""
-    import kaem.train
+    import kaem.run.trainer
 
     model = KAEM(tiny_config(), (1, 2, 3), be64, seed=0)
     x = np.random.default_rng(0).random((20, 6))
     lines = []
     tr = Trainer(model, be64, x, x[:5], str(tmp_path), log=lines.append)
-    monkeypatch.setattr(kaem.train, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(kaem.run.trainer, "PROGRESS_EVERY_S", 0.0)
     tr.run(epochs=1, log_every=1000)
     progress = [m for m in lines if m.startswith("it ")]
     assert [m.split()[1] for m in progress] == [f"{i}/{tr.iters_per_epoch}" for i in range(1, tr.iters_per_epoch + 1)]

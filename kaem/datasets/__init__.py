@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from . import celeba, cifar10, darcy, idx, svhn
-from .base import SPLITS, DatasetError, check_n, check_resize, check_split, resize_images
+from kaem.datasets import celeba, cifar10, darcy, idx, svhn
+from kaem.datasets.base import SPLITS, DatasetError, check_n, check_resize, check_split, resize_images
 
 # name -> module with load_dataset(name, split, data_dir, download, n[, resize]) and dataset_shape(name[, resize])
 LOADERS: dict[str, ModuleType] = {

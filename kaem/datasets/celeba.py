@@ -34,8 +34,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..atomic import atomic_open
-from .base import DatasetError, check_count, check_n, check_resize, check_split, progress, to_unit_float
+from kaem.run.atomic import atomic_open
+from kaem.datasets.base import DatasetError, check_count, check_n, check_resize, check_split, progress, to_unit_float
 
 DATASETS: tuple[str, ...] = ("celeba",)
 NATIVE_RESIZE = True  # the crop-and-resize is part of decoding (and of the cache key)

@@ -23,8 +23,8 @@ from typing import Iterator
 
 import numpy as np
 
-from .base import DatasetError, check_count, check_n, check_split, to_unit_float
-from .download import ensure_file
+from kaem.datasets.base import DatasetError, check_count, check_n, check_split, to_unit_float
+from kaem.datasets.download import ensure_file
 
 DATASETS: tuple[str, ...] = ("cifar10",)
 BIN_DIR = "cifar-10-batches-bin"

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_open
-from .base import DatasetError, Progress, check_count, check_n, check_resize, check_split, progress
+from kaem.run.atomic import atomic_open
+from kaem.datasets.base import DatasetError, Progress, check_count, check_n, check_resize, check_split, progress
 
 DATASETS: tuple[str, ...] = ("darcy",)
 NATIVE_RESIZE = True  # resize = the resolution the fields are generated at

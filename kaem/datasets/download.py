@@ -13,8 +13,8 @@ import sys
 import urllib.request
 from typing import BinaryIO, Sequence
 
-from ..atomic import atomic_open
-from .base import DatasetError, Progress, progress
+from kaem.run.atomic import atomic_open
+from kaem.datasets.base import DatasetError, Progress, progress
 
 TIMEOUT_S = 60.0
 _CHUNK = 1 << 16

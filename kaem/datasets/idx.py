@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import DatasetError, check_count, check_n, check_split, to_unit_float
-from .download import download_file
+from kaem.datasets.base import DatasetError, check_count, check_n, check_split, to_unit_float
+from kaem.datasets.download import download_file
 
 # The 32×32 variants read the same files (from ``<data_dir>/<base>/``) and zero-pad 2 px on
 # each side, so that generators with a 32×32 output (the conv-transpose stack) train on them.

@@ -11,8 +11,8 @@ import pathlib
 
 import numpy as np
 
-from .base import DatasetError, check_count, check_n, check_split, to_unit_float
-from .download import ensure_file
+from kaem.datasets.base import DatasetError, check_count, check_n, check_split, to_unit_float
+from kaem.datasets.download import ensure_file
 
 DATASETS: tuple[str, ...] = ("svhn",)
 URL = "http://ufldl.stanford.edu/housenumbers/"

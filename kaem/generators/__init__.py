@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..backend import Backend
-from .conv import ConvGenerator
-from .kan import KANGenerator
-from .mlp import MLPGenerator
+from kaem.backend import Backend
+from kaem.generators.conv import ConvGenerator
+from kaem.generators.kan import KANGenerator
+from kaem.generators.mlp import MLPGenerator
 
 # name -> constructor from (config, backend, rng, input width Q, data shape (C, H, W))
 GENERATORS: dict[str, Callable[..., Any]] = {

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import array_module
+from kaem.backend import array_module
 
 
 class LayerStack:

@@ -36,10 +36,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..activations import get_activation
-from ..backend import Backend, array_module
-from ..config import ConfigError, format_value
-from .base import LayerStack
+from kaem.nn.activations import get_activation
+from kaem.backend import Backend, array_module
+from kaem.config.schema import ConfigError, format_value
+from kaem.generators.base import LayerStack
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..backend import Backend
-from ..grid_update import update_layer_grid
-from ..kan import KANLayer, KANSpec
-from .base import LayerStack
+from kaem.backend import Backend
+from kaem.nn.grid_update import update_layer_grid
+from kaem.nn.kan import KANLayer, KANSpec
+from kaem.generators.base import LayerStack
 
 
 class KANGenerator(LayerStack):

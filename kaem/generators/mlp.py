@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from ..activations import get_activation
-from ..backend import Backend
-from ..kan import glorot_normal
-from .base import LayerStack
+from kaem.nn.activations import get_activation
+from kaem.backend import Backend
+from kaem.nn.kan import glorot_normal
+from kaem.generators.base import LayerStack
 
 
 class DenseLayer:

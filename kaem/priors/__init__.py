@@ -44,10 +44,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..backend import Backend
-from .deep import DeepPrior
-from .mixture import MixturePrior
-from .univariate import UnivariatePrior
+from kaem.backend import Backend
+from kaem.priors.deep import DeepPrior
+from kaem.priors.mixture import MixturePrior
+from kaem.priors.univariate import UnivariatePrior
 
 # name -> constructor from (config, backend, rng)
 PRIORS: dict[str, Callable[[Any, Backend, Any], Any]] = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backend import array_module
+from kaem.backend import array_module
 
 
 def contrastive_weights(z_post: Any, weight: Any, z_cd: Any = None) -> tuple[Any, Any]:

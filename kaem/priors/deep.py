@@ -30,14 +30,14 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
-from ..backend import Backend
-from ..generators.kan import KANGenerator
-from ..generators.mlp import MLPGenerator
-from ..kan import KANSpec, fixed_parameters
-from ..numerics import logsumexp
-from ..samplers import PriorOnly, ula
-from .contrastive import unnorm_prior_loss
-from .vector_latent import VectorLatent
+from kaem.backend import Backend
+from kaem.generators.kan import KANGenerator
+from kaem.generators.mlp import MLPGenerator
+from kaem.nn.kan import KANSpec, fixed_parameters
+from kaem.numerics import logsumexp
+from kaem.samplers import PriorOnly, ula
+from kaem.priors.contrastive import unnorm_prior_loss
+from kaem.priors.vector_latent import VectorLatent
 
 BODIES = ("kan", "mlp")
 

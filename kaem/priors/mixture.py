@@ -53,11 +53,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..backend import Backend
-from ..kan import KANSpec
-from ..numerics import logsumexp, rowwise_interp, softmax
-from .quadrature import QuadratureDensities
-from .vector_latent import VectorLatent
+from kaem.backend import Backend
+from kaem.nn.kan import KANSpec
+from kaem.numerics import logsumexp, rowwise_interp, softmax
+from kaem.priors.quadrature import QuadratureDensities
+from kaem.priors.vector_latent import VectorLatent
 
 
 class MixturePrior(VectorLatent, QuadratureDensities):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..backend import Backend, array_module
+from kaem.backend import Backend, array_module
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _ALL = (-math.inf, math.inf)

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import Backend, array_module
-from ..grid_update import prior_domain_from_grid, update_pointwise_grid
-from ..kan import KANLayer, KANSpec
-from ..numerics import logsumexp, softmax
-from .pi0 import BaseDensity
+from kaem.backend import Backend, array_module
+from kaem.nn.grid_update import prior_domain_from_grid, update_pointwise_grid
+from kaem.nn.kan import KANLayer, KANSpec
+from kaem.numerics import logsumexp, softmax
+from kaem.priors.pi0 import BaseDensity
 
 
 def weighted_rows(z: Any, d: Any) -> tuple[Any, Any]:

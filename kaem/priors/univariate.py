@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..backend import Backend, array_module
-from ..kan import KANSpec
-from ..numerics import rowwise_interp
-from ..threads import map_blocks, row_blocks
-from .contrastive import contrastive_weights
-from .quadrature import QuadratureDensities
+from kaem.backend import Backend, array_module
+from kaem.nn.kan import KANSpec
+from kaem.numerics import rowwise_interp
+from kaem.kernels.threads import map_blocks, row_blocks
+from kaem.priors.contrastive import contrastive_weights
+from kaem.priors.quadrature import QuadratureDensities
 
 
 class UnivariatePrior(QuadratureDensities):

@@ -20,6 +20,7 @@ from kaem.samplers.thermo import (
     temperature_ladder,
     thermo_sample,
     ti_log_evidence,
+    ti_weights,
 )
 from kaem.samplers.ula import ula
 
@@ -38,5 +39,6 @@ __all__ = [
     "tempered",
     "thermo_sample",
     "ti_log_evidence",
+    "ti_weights",
     "ula",
 ]

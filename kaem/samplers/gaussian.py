@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kaem.backend import array_module, to_numpy
-from kaem.samplers.target import Array
+from kaem.samplers.target import Array, chain_rows
 
 
 class LinearGaussianTarget:
@@ -64,10 +64,6 @@ class LinearGaussianTarget:
     def _flat(self, z: Array) -> Array:
         return z.reshape(z.shape[0], self.d)
 
-    def datum_index(self, n: int) -> Array:
-        """b(i) = i % B for chains i = 0..n−1, on the device."""
-        return self.xp.arange(n) % self.B
-
     def log_prior(self, z: Array) -> tuple[Array, Array]:
         """log N(z; 0, vI) (N,) and its gradient −z/v."""
         v = self._flat(z)
@@ -79,7 +75,7 @@ class LinearGaussianTarget:
     def log_lik(self, z: Array) -> tuple[Array, Array]:
         """log N(x_b(i); A z_i, σ²I) (N,) and its gradient Aᵀ(x − Az)/σ²."""
         v = self._flat(z)
-        r = self.x[self.datum_index(z.shape[0])] - v @ self.A.T  # (N, D)
+        r = chain_rows(self.x, z.shape[0]) - v @ self.A.T  # (N, D)
         s2 = self.sigma**2
         ll = -0.5 * (r * r).sum(axis=1) / s2 - 0.5 * self.D * math.log(2 * math.pi * s2)
         return ll, ((r @ self.A) / s2).reshape(z.shape)

@@ -77,6 +77,22 @@ class PriorOnly:
         return xp.zeros(z.shape[0], dtype=z.dtype), xp.zeros_like(z)
 
 
+def datum_of_chain(n: int, B: int, like: Array) -> Array:
+    """The datum b(i) = i % B of chains i = 0..n−1 (the population layout every sampler and
+    objective uses: chain i = r·B + b, so datum b sits in the last index of a (R, B, ...)
+    reshape, as replica exchange requires), on the device of ``like``."""
+    return array_module(like).arange(n) % B
+
+
+def chain_rows(x: Array, n: int) -> Array:
+    """x_b(i) for chains i = 0..n−1, (n, D) from x (B, D): b(i) = :func:`datum_of_chain`,
+    as whole copies of x when B divides n."""
+    B = x.shape[0]
+    if n % B:
+        return x[datum_of_chain(n, B, x)]
+    return x if n == B else array_module(x).tile(x, (n // B, 1))
+
+
 def expand(v: Array, like: Array) -> Array:
     """Reshape a per-chain vector (N,) to (N, 1, ..., 1) so it broadcasts against ``like``."""
     return v.reshape(v.shape + (1,) * (like.ndim - v.ndim))

@@ -19,10 +19,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from kaem.backend import array_module
 from kaem.samplers.automala import _Stats, automala_run, population_std, summarize
 from kaem.samplers.target import Array, Evaluation, Target, evaluate, per_chain
 from kaem.samplers.ula import ula_run
+
+TI_RULES = ("left", "trapezoid", "right")
 
 
 def temperature_ladder(num_temps: int, p: float) -> list[float]:
@@ -46,17 +50,6 @@ def p_schedule(i: int, n_updates: int, p_start: float, p_end: float, num_cycles:
         raise ValueError("n_updates must be positive")
     phase = 2.0 * math.pi * (num_cycles + 0.5) * i / n_updates
     return p_start + (p_end - p_start) * 0.5 * (1.0 - math.cos(phase))
-
-
-def _swap_rows(a: Array, k: Any, accepted: Array) -> Array:
-    """Copy of a (K, B, ...) with rows k and k+1 exchanged where accepted (B,); k may be a
-    0-d device integer. One gather: source rung r + [r = k]·acc − [r = k+1]·acc."""
-    xp = array_module(a)
-    K, B = a.shape[:2]
-    r = xp.arange(K)[:, None]
-    acc = accepted[None, :].astype(r.dtype)
-    src = r + (r == k) * acc - (r == k + 1) * acc  # (K, B)
-    return a[src, xp.arange(B)[None, :]]
 
 
 def exchange_log_ratio(ll: Array, temps: Any, k: Any) -> Array:
@@ -85,7 +78,10 @@ def replica_exchange(
         so that nothing waits for it), accepted (B,) bool.
     """
     k, accepted = propose_exchange(ll, temps, rng)
-    return _swap_rows(z, k, accepted), _swap_rows(ll, k, accepted), k, accepted
+    z, ll = z.copy(), ll.copy()
+    swap_adjacent_(z, k, accepted)
+    swap_adjacent_(ll, k, accepted)
+    return z, ll, k, accepted
 
 
 def propose_exchange(ll: Array, temps: Any, rng: Any) -> tuple[int, Array]:
@@ -100,32 +96,44 @@ def propose_exchange(ll: Array, temps: Any, rng: Any) -> tuple[int, Array]:
     return k, log_u < exchange_log_ratio(ll, temps, k)
 
 
-def ti_log_evidence(ll: Array, temps: Any, rule: str = "left") -> Array:
-    """Thermodynamic-integration estimate of log p(x_b), (B,).
+def ti_weights(temps: Any, rule: str = "left") -> np.ndarray:
+    """The TI rule: weights c_k (K,) with ∫_0^1 E_t[ll] dt ≈ Σ_k c_k E_{t_k}[ll] on the ladder
+    temps (K,), t_0 = 0 < ... < t_{K−1} = 1; host float64. Each interval counted once
+    (not the reference's doubled first interval, spec §7.4):
 
-    Args:
-        ll: (K, B) estimates of E_{p_{t_k}}[log p(x_b|z)] (mean log-lik per temperature).
-        temps: (K,) increasing, t_0 = 0 and t_{K−1} = 1 for the full integral.
-        rule: "left":      Σ_{k=1}^{K−1} (t_k − t_{k−1}) E_{t_{k−1}}  (t_0 = prior samples);
-              "trapezoid": Σ_{k=1}^{K−1} (t_k − t_{k−1}) ½(E_{t_{k−1}} + E_{t_k});
-              "right":     Σ_{k=1}^{K−1} (t_k − t_{k−1}) E_{t_k}  (what the reference
-                           computes in effect; the t = 1 rung gets the last interval).
-    Each interval is counted once (not the reference's doubled first interval, spec §7.4).
+        left:      c_k = t_{k+1} − t_k (k < K−1), c_{K−1} = 0   (t_0 samples are prior samples);
+        trapezoid: c_k = ½(Δt_k + Δt_{k+1}), Δt_0 = Δt_K = 0;
+        right:     c_0 = 0, c_k = t_k − t_{k−1}   (what the reference computes in effect; the
+                   t = 1 rung gets the last interval, where the left sum gives it none).
+
     Since E_t[log p(x|z)] increases with t, left ≤ log p(x) ≤ right.
     """
-    xp = array_module(ll)
-    t = xp.asarray(temps, dtype=ll.dtype)
-    dt = (t[1:] - t[:-1])[:, None]
+    t = np.asarray([float(v) for v in temps], dtype=np.float64)
+    dt = np.diff(t)
+    c = np.zeros_like(t)
     if rule == "left":
-        return (dt * ll[:-1]).sum(axis=0)
-    if rule == "trapezoid":
-        return (dt * 0.5 * (ll[:-1] + ll[1:])).sum(axis=0)
-    if rule == "right":
-        return (dt * ll[1:]).sum(axis=0)
-    raise ValueError(f"unknown rule {rule!r}; valid: left, trapezoid, right")
+        c[:-1] = dt
+    elif rule == "trapezoid":
+        c[:-1] += 0.5 * dt
+        c[1:] += 0.5 * dt
+    elif rule == "right":
+        c[1:] = dt
+    else:
+        raise ValueError(f"unknown integration_rule {rule!r}; valid: {', '.join(TI_RULES)}")
+    return c
 
 
-def _swap_pair_(a: Array, k: Any, accepted: Array) -> None:
+def ti_log_evidence(ll: Array, temps: Any, rule: str = "left") -> Array:
+    """Thermodynamic-integration estimate of log p(x_b) = Σ_k c_k ll[k, b] (:func:`ti_weights`);
+    ll (K, B) estimates of E_{p_{t_k}}[log p(x_b|z)] (mean log-likelihood per temperature),
+    temps (K,) -> (B,). Rungs with c_k = 0 are not read (they may hold NaN)."""
+    xp = array_module(ll)
+    c = ti_weights(temps, rule)
+    used = np.flatnonzero(c)
+    return xp.asarray(c[used], dtype=ll.dtype) @ ll[used]
+
+
+def swap_adjacent_(a: Array, k: Any, accepted: Array) -> None:
     """Rows k and k+1 of a (K, B, ...) exchanged where accepted (B,), in place: only the two
     rungs are touched (k may be a 0-d device integer: index arrays, no sync)."""
     xp = array_module(a)
@@ -145,7 +153,7 @@ def _swap_state_(z: Array, ev: Evaluation, n_temps: int, k: Any, acc: Array) -> 
     ev = Evaluation(*(None if a is None else xp.ascontiguousarray(a) for a in ev))  # ll alone at the end
     for a in (z, *ev):
         if a is not None:
-            _swap_pair_(a.reshape((n_temps, -1) + a.shape[1:]), k, acc)
+            swap_adjacent_(a.reshape((n_temps, -1) + a.shape[1:]), k, acc)
     return z, ev
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .backend import array_module
-from .numerics import rowwise_searchsorted, softmax
+from kaem.backend import array_module
+from kaem.numerics import rowwise_searchsorted, softmax
 
 
 def ess(w: Any) -> Any:

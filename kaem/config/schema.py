@@ -98,13 +98,13 @@ ACTIVATIONS = ("silu", "gelu", "relu", "leakyrelu", "tanh", "sigmoid", "elu", "s
 
 def optimizer_names() -> list:
     """Valid ``OPTIMIZER.type`` names: the keys of ``kaem.optim.OPTIMIZERS``."""
-    from .optim import OPTIMIZERS
+    from kaem.optim import OPTIMIZERS
     return list(OPTIMIZERS)
 
 
 def basis_names() -> list:
-    """Valid ``spline_function`` names: the keys of ``kaem.bases.BASES`` right now."""
-    from .bases import BASES  # lazy: bases registered later become valid automatically
+    """Valid ``spline_function`` names: the keys of ``kaem.nn.bases.BASES`` right now."""
+    from kaem.nn.bases import BASES  # lazy: bases registered later become valid automatically
     return list(BASES)
 
 

@@ -1,7 +1,7 @@
 """The training loop: minibatches, gradient steps, the optimiser, logging, checkpoints.
 
 One iteration = one minibatch of B data: the objective the config selects
-(``kaem.langevin.objective_mode``: importance sampling, Langevin MLE with ULA or autoMALA,
+(``kaem.objectives.langevin.objective_mode``: importance sampling, Langevin MLE with ULA or autoMALA,
 or thermodynamic integration) fills the gradients, a finiteness
 check guards the update, the configured optimiser applies it at the learning rate of the
 step schedule ([LR_SCHEDULE]). Every epoch the held-out log-likelihood and
@@ -21,19 +21,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .backend import Backend, to_numpy
-from .checkpoint import restore_optimizer, save_checkpoint
-from .config import config_to_ini
-from .csvlog import append_row, reconcile
-from .evaluate import evaluate
-from .grid_update import grid_update_due
-from .guard import FiniteGuard
-from .images import save_sample_grid
-from .importance import posterior_draws
-from .langevin import objective_mode, training_step
-from .model import KAEM
-from .optim import StepSchedule, make_optimizer
-from .signals import Abandon, Interrupted, StopRequest, signal_name
+from kaem.backend import Backend, to_numpy
+from kaem.run.checkpoint import restore_optimizer, save_checkpoint
+from kaem.config.schema import config_to_ini
+from kaem.run.logfile import append_row, reconcile
+from kaem.evaluation.heldout import evaluate
+from kaem.nn.grid_update import grid_update_due
+from kaem.run.guard import FiniteGuard
+from kaem.plots.images import save_sample_grid
+from kaem.objectives.importance import posterior_draws
+from kaem.objectives import objective_mode, training_step
+from kaem.model import KAEM
+from kaem.optim import StepSchedule, make_optimizer
+from kaem.run.signals import Abandon, Interrupted, StopRequest, signal_name
 
 CSV_COLUMNS = ("time_s", "epoch", "iteration", "train_loss", "heldout_loglik_nats",
                "bits_per_dim", "test_mse", "ess_mean", "resampled_frac", "grid_updated",

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .bases import make_basis
-from .config import Config, ConfigError, latent_size
+from kaem.nn.bases import make_basis
+from kaem.config.schema import Config, ConfigError, latent_size
 
 
 class MemoryBudgetError(ConfigError):
@@ -43,8 +43,8 @@ def _nb(section: dict) -> int:
 def _generator_size(cfg: Config, data_shape: tuple[int, ...], n: int) -> tuple[int, int, str, str]:
     """(parameters, activation elements on n latents, what the activations are, the settings
     that size them) of the generator the config selects."""
-    from .generators import generator_kind
-    from .generators.conv import spatial_sizes
+    from kaem.generators import generator_kind
+    from kaem.generators.conv import spatial_sizes
 
     g, kind = cfg["GeneratorModel"], generator_kind(cfg)
     Q, D = latent_size(cfg), math.prod(data_shape)

@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .backend import array_module
-from .numerics import lstsq_batched
-from .threads import map_blocks, row_blocks
+from kaem.backend import array_module
+from kaem.numerics import lstsq_batched
+from kaem.kernels.threads import map_blocks, row_blocks
 
 
 class Basis(ABC):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .backend import to_numpy
-from .model import KAEM
+from kaem.backend import to_numpy
+from kaem.model import KAEM
 
 
 class FiniteGuard:

@@ -21,8 +21,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .atomic import atomic_open
-from .backend import to_numpy
+from kaem.run.atomic import atomic_open
+from kaem.backend import to_numpy
 
 BLUE = (30, 90, 200)
 RED = (200, 60, 60)
@@ -525,7 +525,7 @@ def training_curves(runs: Sequence[tuple[str, list[dict[str, float]]]], x: str =
                     full_range: bool = False) -> tuple[Image.Image, dict[str, Callable[[float, float], tuple[float, float]]]]:
     """Training curves of one or more runs, overlaid, one panel per metric.
 
-    runs: (label, rows) pairs, rows as ``kaem.runlog.read_log`` returns them. x: ``epoch``,
+    runs: (label, rows) pairs, rows as ``kaem.run.logfile.read_log`` returns them. x: ``epoch``,
     ``iteration`` or ``time`` (training seconds). A panel is drawn for each metric of
     ``CURVE_METRICS`` that some run logged (ESS only in importance sampling, acceptance
     and swap rates only with Langevin samplers / thermodynamic integration); each run is a
@@ -596,7 +596,7 @@ def real_vs_generated(real: np.ndarray, generated: np.ndarray, n_show: int = 8, 
     shared scale: [0, 1] for images and means, [0, largest std] for the stds; colour bars
     below say which. RGB data are drawn as they are (std: grey, scaled to the largest).
     """
-    from .images import colormap, to_uint8
+    from kaem.plots.images import colormap, to_uint8
 
     C, H, W = real.shape[1:]
     scale = max(1, round(tile_px / max(H, W)))

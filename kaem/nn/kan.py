@@ -41,10 +41,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .activations import get_activation
-from .backend import Backend, array_module
-from .bases import make_basis
-from .threads import map_blocks, row_blocks
+from kaem.nn.activations import get_activation
+from kaem.backend import Backend, array_module
+from kaem.nn.bases import make_basis
+from kaem.kernels.threads import map_blocks, row_blocks
 
 # the network form's weight passes (build of Wn, split of ∂L/∂W) work in row blocks of
 # about this many entries, so that their few elementwise passes run in cache (CPU)

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from .activations import sigmoid
-from .backend import array_module
-from .numerics import normal_streams, standard_normal_
-from .threads import map_blocks, row_blocks
+from kaem.nn.activations import sigmoid
+from kaem.backend import array_module
+from kaem.numerics import normal_streams, standard_normal_
+from kaem.kernels.threads import map_blocks, row_blocks
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "tanh", "none")
 NOISE_SHARING = ("pair", "sample")

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .kan import fixed_parameters
-from .model import KAEM
-from .objective import prior_loss_and_grad
-from .resampling import importance_weights, systematic_indices
+from kaem.nn.kan import fixed_parameters
+from kaem.model import KAEM
+from kaem.objectives.resampling import importance_weights, systematic_indices
 
 
 def is_loss_and_grad(model: KAEM, x: Any, z: Any, weigh: Callable[[Any], Any], z_cd: Any = None,
@@ -47,7 +46,7 @@ def is_loss_and_grad(model: KAEM, x: Any, z: Any, weigh: Callable[[Any], Any], z
     model.generator.backward(model.lik.backward_pairs(-w / B), need_dh=False)
 
     # prior term on the posterior samples, weighted by Σ_b w[b,s]/B, + the prior term
-    loss = prior_loss_and_grad(model, z, w.sum(axis=0) / B, z_cd, exact_logZ) - (w * ll).sum() / B
+    loss = model.prior.prior_loss(z, w.sum(axis=0) / B, z_cd=z_cd, exact_logZ=exact_logZ) - (w * ll).sum() / B
     return loss, ll, w
 
 

@@ -40,8 +40,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .atomic import atomic_open
-from .runlog import final_row
+from kaem.run.atomic import atomic_open
+from kaem.run.logfile import final_row
 
 REFERENCE_MODES = ("vanilla", "thermo")  # the reference's second word -> train with/without --mode thermo
 STATUSES = ("ok", "failed", "interrupted", "pending")

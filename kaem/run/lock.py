@@ -4,7 +4,7 @@
 exclusive ``flock`` on the file (the kernel drops it when the process ends, however it
 ends) and the owner's pid written inside (for the message a second trainer gets). A lock
 file left by a dead process is taken over; so are the temp files such a process left
-half-written (``kaem.atomic.stale_temp_files``), which taking the lock removes.
+half-written (``kaem.run.atomic.stale_temp_files``), which taking the lock removes.
 
 Where ``flock`` is not available (or the filesystem refuses it) the pid alone decides:
 the folder is busy while that process is alive.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .atomic import stale_temp_files
+from kaem.run.atomic import stale_temp_files
 
 try:
     import fcntl

@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .kan import fixed_parameters
-from .model import KAEM
-from .numerics import logsumexp
+from kaem.nn.kan import fixed_parameters
+from kaem.model import KAEM
+from kaem.numerics import logsumexp
 
 
 def eval_latents(model: KAEM, n: int, rng: Any, log_Z: float | None = None) -> tuple[Any, Any]:

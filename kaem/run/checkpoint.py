@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_open
-from .backend import to_numpy
-from .optim import OptimizerStateError
+from kaem.run.atomic import atomic_open
+from kaem.backend import to_numpy
+from kaem.optim import OptimizerStateError
 
 FORMAT = "kaem-checkpoint"
 VERSION = 2
@@ -95,9 +95,9 @@ def check_meta(meta: Any, path: str, for_resume: bool = False, with_data: bool =
     needs ``data_shape`` and ``seed``; resuming training also ``iteration``, ``dataset``
     and ``dtype`` (``train`` always writes them all); resuming or evaluating on the
     dataset (``with_data``) needs ``data_shape`` to be that of the dataset's images."""
-    from .backend import DTYPES
-    from .datasets import DATASETS, dataset_shape
-    from .langevin import MODES
+    from kaem.backend import DTYPES
+    from kaem.datasets import DATASETS, dataset_shape
+    from kaem.objectives import MODES
 
     if not isinstance(meta, dict):
         raise _fail(path, "meta", f"expected a JSON object, got {type(meta).__name__}")
@@ -230,7 +230,7 @@ def load_checkpoint(path: str, for_resume: bool = False, with_data: bool = False
 def checkpoint_config(ckpt: dict[str, Any]) -> Any:
     """The ``Config`` stored in a loaded checkpoint (CheckpointError naming the file if the
     text does not parse or fails the schema)."""
-    from .config import ConfigError, config_from_ini
+    from kaem.config.schema import ConfigError, config_from_ini
 
     try:
         return config_from_ini(ckpt["config"])
@@ -242,8 +242,8 @@ def restore_model(ckpt: dict[str, Any], be: Any) -> Any:
     """Rebuild the ``KAEM`` stored in a loaded checkpoint on backend ``be``: the stored
     config builds the model, whose parameter and buffer names, shapes and dtypes the stored
     arrays must match exactly (:class:`CheckpointError` naming the field otherwise)."""
-    from .langevin import objective_mode
-    from .model import KAEM
+    from kaem.objectives import objective_mode
+    from kaem.model import KAEM
 
     path = ckpt.get("path", "?")
     cfg = checkpoint_config(ckpt)

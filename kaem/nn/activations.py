@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .backend import array_module
+from kaem.backend import array_module
 
 _GELU_C = 0.7978845608028654  # sqrt(2/pi), tanh approximation as in Flux.gelu
 _SELU_A = 1.6732632423543772

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .likelihood import apply_output_activation, output_activation_grad
-from .model import KAEM
+from kaem.likelihood.gaussian import apply_output_activation, output_activation_grad
+from kaem.model import KAEM
+from kaem.samplers.target import chain_rows
 
 
 class KAEMPosterior:
@@ -61,16 +62,13 @@ class KAEMPosterior:
         self._x_rows: Any = None
         self.n_evals = 0  # log_lik evaluations (population-wide)
 
-    def datum_index(self, n: int) -> Any:
-        """b(i) = i % B for chains i = 0..n−1."""
-        return self.model.be.xp.arange(n) % self.B
-
     def rows(self, n: int) -> Any:
-        """x_b(i) for i = 0..n−1, (n, D); n must be a multiple of B (cached per n)."""
+        """x_b(i) for chains i = 0..n−1, (n, D) (:func:`kaem.samplers.target.chain_rows`;
+        cached per n); n must be a multiple of B."""
         if n % self.B:
             raise ValueError(f"population size {n} is not a multiple of the batch size {self.B}")
         if self._x_rows is None or self._x_rows.shape[0] != n:
-            self._x_rows = self.model.be.xp.tile(self.x, (n // self.B, 1))
+            self._x_rows = chain_rows(self.x, n)
         return self._x_rows
 
     # ---- Target protocol ------------------------------------------------------------------

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .atomic import atomic_open
-from .backend import to_numpy
+from kaem.run.atomic import atomic_open
+from kaem.backend import to_numpy
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .backend import array_module
-from .kan import KANLayer, parameters_changed
-from .numerics import lstsq_batched
+from kaem.backend import array_module
+from kaem.nn.kan import KANLayer, parameters_changed
+from kaem.numerics import lstsq_batched
 
 DOMAIN_MARGIN = 0.1  # the prior's domain = grid span widened by 10% of its range each side
 MIN_SPACING_ULPS = 100  # a new grid's mean spacing must exceed this many float ulps of its position
