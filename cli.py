@@ -65,7 +65,7 @@ def _int_in(lo: int, hi: int) -> Any:
 
 
 def _positive_int(text: str) -> int:
-    from kaem.config.schema import MAX_COUNT
+    from kaem.config import MAX_COUNT
 
     return _int_in(1, MAX_COUNT)(text)
 
@@ -92,7 +92,7 @@ def mode_overrides(mode: str, num_temps: int) -> list[str]:
 def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     """The argument parser; raise_errors: bad arguments raise CLIError instead of exiting."""
     from kaem.backend import DEVICES, DTYPES
-    from kaem.config.schema import DATASET_DEFAULTS, MAX_EVAL_SAMPLES
+    from kaem.config import DATASET_DEFAULTS, MAX_EVAL_SAMPLES
     from kaem.datasets import DATASETS, darcy
     from kaem.objectives import MODES
 
@@ -272,7 +272,7 @@ def cmd_train(args: Any) -> int:
     then hold the run folder's lock while training, stopping cleanly on SIGINT/SIGTERM."""
     from kaem.backend import get_backend
     from kaem.run.checkpoint import checkpoint_config, load_checkpoint, restore_model
-    from kaem.config.schema import load_config, preset_dataset
+    from kaem.config import load_config, preset_dataset
     from kaem.datasets import dataset_info, dataset_shape
     from kaem.objectives import objective_mode
     from kaem.run.memory import check_training_memory
@@ -374,7 +374,7 @@ def _existing_run(path: str, cfg: Any, dataset: str, seed: int) -> dict[str, Any
     """The checkpoint at ``path`` if it continues the run these options describe (same
     dataset, seed and config); otherwise a CLIError naming what differs."""
     from kaem.run.checkpoint import checkpoint_config, load_checkpoint
-    from kaem.config.schema import config_diff
+    from kaem.config import config_diff
 
     ckpt = load_checkpoint(path, for_resume=True)
     meta = ckpt["meta"]
@@ -400,7 +400,7 @@ def cmd_sample(args: Any) -> int:
     from kaem.backend import get_backend
     from kaem.run.checkpoint import load_checkpoint, restore_model
     from kaem.run.atomic import atomic_open
-    from kaem.plots.images import NonFiniteImages, save_pngs, save_sample_grid
+    from kaem.plots import NonFiniteImages, save_pngs, save_sample_grid
 
     ckpt = load_checkpoint(args.ckpt)
     be = get_backend(args.device, ckpt["meta"].get("dtype", "float32"))
@@ -559,7 +559,7 @@ def cmd_jobs(args: Any) -> int:
 
 
 def cmd_plot_log(args: Any) -> int:
-    from kaem.plots.figures import save_image, training_curves
+    from kaem.plots import save_image, training_curves
     from kaem.run.logfile import LogError, log_path, read_log
 
     if not args.out.lower().endswith(".png"):
@@ -583,7 +583,7 @@ def cmd_plot_log(args: Any) -> int:
 def cmd_plot_prior(args: Any) -> int:
     from kaem.backend import get_backend
     from kaem.run.checkpoint import load_checkpoint, restore_model
-    from kaem.plots.figures import prior_figure, save_image
+    from kaem.plots import prior_figure, save_image
 
     if not args.out.lower().endswith(".png"):
         raise CLIError(f"--out must be a .png path, got {args.out!r}")
@@ -615,7 +615,7 @@ def cmd_plot_prior(args: Any) -> int:
 def cmd_compare(args: Any) -> int:
     from kaem.backend import get_backend, to_numpy
     from kaem.run.checkpoint import load_checkpoint, restore_model
-    from kaem.plots.figures import real_vs_generated, save_image
+    from kaem.plots import real_vs_generated, save_image
 
     if not args.out.lower().endswith(".png"):
         raise CLIError(f"--out must be a .png path, got {args.out!r}")
@@ -658,7 +658,7 @@ def _run(command: Any, args: Any) -> int:
     for a job file's summary) and a non-zero exit status."""
     from kaem.backend import BackendError
     from kaem.run.checkpoint import CheckpointError
-    from kaem.config.schema import ConfigError
+    from kaem.config import ConfigError
     from kaem.datasets import DatasetError
     from kaem.run.jobs import JobFileError
     from kaem.run.lock import RunLockError

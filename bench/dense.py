@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kaem.backend import get_backend  # noqa: E402
-from kaem.config.schema import load_config  # noqa: E402
+from kaem.config import load_config  # noqa: E402
 from kaem.nn.kan import KANLayer, KANSpec, fixed_parameters  # noqa: E402
 from kaem.likelihood.gaussian import GaussianLikelihood  # noqa: E402
 from kaem.model import KAEM  # noqa: E402

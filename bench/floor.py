@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kaem.backend import get_backend  # noqa: E402
-from kaem.config.schema import load_config  # noqa: E402
+from kaem.config import load_config  # noqa: E402
 from kaem.model import KAEM  # noqa: E402
 from kaem.kernels.threads import cpu_threads, map_blocks  # noqa: E402
 from targets import TARGETS_MS  # noqa: E402  (bench/targets.py)

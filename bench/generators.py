@@ -98,7 +98,7 @@ def bench_arch(be: Any, name: str, N: int, repeats: int, peak: float) -> dict[st
 
 def bench_iterations(be: Any, dtype: str, B: int, repeats: int) -> dict[str, Any]:
     """One training iteration (step + Adam) at the svhn preset, ULA and thermo mode."""
-    from kaem.config.schema import load_config
+    from kaem.config import load_config
     from kaem.objectives import training_step
     from kaem.model import KAEM
     from kaem.optim import Adam

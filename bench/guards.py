@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kaem.backend import get_backend  # noqa: E402
-from kaem.config.schema import load_config  # noqa: E402
+from kaem.config import load_config  # noqa: E402
 from kaem.run.guard import FiniteGuard  # noqa: E402
 from kaem.objectives.importance import is_step  # noqa: E402
 from kaem.run.memory import training_memory  # noqa: E402

@@ -46,11 +46,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import kaem.objectives as lv  # noqa: E402
 from kaem.backend import get_backend  # noqa: E402
-from kaem.config.schema import load_config  # noqa: E402
+from kaem.config import load_config  # noqa: E402
 from kaem.objectives.importance import is_step  # noqa: E402
 from kaem.model import KAEM  # noqa: E402
 from kaem.optim import Adam  # noqa: E402
-from kaem.plots.figures import Series, canvas, panel, save_image  # noqa: E402
+from kaem.plots import Series, canvas, panel, save_image  # noqa: E402
 from kaem.likelihood.posterior import KAEMPosterior  # noqa: E402
 from kaem.samplers import temperature_ladder, thermo_sample, ula  # noqa: E402
 from timing import backend_args, timed  # noqa: E402  (bench/timing.py)
@@ -232,7 +232,7 @@ def write_csv(path: str, rows: list[dict]) -> None:
 
 
 def plot_png(path: str, panels: list[tuple[str, str, list[float], list[float], dict]]) -> None:
-    """Three scatter + fitted-line panels drawn with Pillow (``kaem.plots.figures``, no plotting library)."""
+    """Three scatter + fitted-line panels drawn with Pillow (``kaem.plots``, no plotting library)."""
     W, H = 420, 330
     img, d = canvas(W * len(panels), H)
     for i, (title, xlabel, xs, ys, f) in enumerate(panels):

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import kaem.objectives as lv  # noqa: E402
 from kaem.backend import get_backend  # noqa: E402
-from kaem.config.schema import load_config  # noqa: E402
+from kaem.config import load_config  # noqa: E402
 from kaem.objectives.importance import is_step  # noqa: E402
 from kaem.nn.kan import fixed_parameters  # noqa: E402
 from kaem.model import KAEM  # noqa: E402

@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kaem.backend import get_backend  # noqa: E402
-from kaem.config.schema import load_config  # noqa: E402
+from kaem.config import load_config  # noqa: E402
 from kaem.objectives.importance import is_step  # noqa: E402
 from kaem.model import KAEM  # noqa: E402
 from kaem.optim import Adam  # noqa: E402

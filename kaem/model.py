@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from kaem.backend import Backend
-from kaem.config.schema import Config
+from kaem.config import Config
 from kaem.generators import make_generator
 from kaem.nn.kan import parameters_changed
 from kaem.likelihood.gaussian import GaussianLikelihood, apply_output_activation

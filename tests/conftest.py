@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))  # `from gradcheck import ...`
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))  # `import cli`
 
 from kaem.backend import get_backend  # noqa: E402
-from kaem.config.schema import load_config  # noqa: E402
+from kaem.config import load_config  # noqa: E402
 
 
 @pytest.fixture

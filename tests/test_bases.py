@@ -258,7 +258,7 @@ def test_float32_dtypes_preserved() -> None:
 def test_registry_and_unknown_name() -> None:
     for name in NEW:
         assert name in BASES
-    from kaem.config.schema import basis_names
+    from kaem.config import basis_names
     assert set(NEW) <= set(basis_names())
     with pytest.raises(ValueError) as e:
         make_basis("Foo", 5)

@@ -10,9 +10,9 @@ from PIL import Image
 
 import cli
 from kaem.run.checkpoint import load_checkpoint, save_checkpoint
-from kaem.config.schema import config_to_ini
+from kaem.config import config_to_ini
 from kaem.datasets import darcy
-from kaem.plots.images import image_grid, save_pngs, to_uint8
+from kaem.plots import image_grid, save_pngs, to_uint8
 
 TINY = ["--set", "EbmModel.layer_widths=3,7", "--set", "GeneratorModel.widths=7,9",
         "--set", "EbmModel.grid_size=5", "--set", "GeneratorModel.grid_size=5",
@@ -115,7 +115,7 @@ def test_compare_figure(darcy_run, tmp_path, capsys):
 
 
 def test_colormap_ends_and_clipping():
-    from kaem.plots.images import colormap
+    from kaem.plots import colormap
 
     c = colormap(np.array([-1.0, 0.0, 0.5, 1.0, 2.0]))
     assert c.shape == (5, 3) and c.dtype == np.uint8

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from kaem.nn import bases
-from kaem.config.schema import (DATASET_DEFAULTS, SCHEMA, Config, ConfigError, config_from_ini,
+from kaem.config import (DATASET_DEFAULTS, SCHEMA, Config, ConfigError, config_from_ini,
                          config_to_ini, default_config, format_value, load_config)
 
 

@@ -15,7 +15,7 @@ import cli
 from conftest import PAIR, randomise, tiny_config
 from gradcheck import check_grad, rel_error
 from kaem.backend import get_backend
-from kaem.config.schema import ConfigError, load_config
+from kaem.config import ConfigError, load_config
 from kaem.evaluation.heldout import heldout_loglik
 from kaem.objectives import langevin_loss_and_grad, objective_mode, training_step
 from kaem.model import KAEM
@@ -347,7 +347,7 @@ def test_deep_presets_build(preset, dataset, shape, mode, body):
     """Pang et al.'s energy 100 -> 200 -> 200 -> 1: KAN (FFT G = 50) with the conv-transpose
     generator and ULA for the natural images, MLP with the KAN generator and IS for
     Fashion-MNIST; the generator's output matches the images."""
-    from kaem.config.schema import preset_dataset
+    from kaem.config import preset_dataset
     from kaem.datasets import dataset_shape
 
     cfg = load_config(preset)
@@ -407,7 +407,7 @@ def test_checkpoint_of_a_deep_prior_is_validated(tmp_path):
     validation: a round trip restores them exactly; a wrong shape or NaN is refused, naming
     the field."""
     from kaem.run.checkpoint import CheckpointError, load_checkpoint, restore_model, save_checkpoint
-    from kaem.config.schema import config_to_ini
+    from kaem.config import config_to_ini
 
     be = get_backend("cpu", "float64")
     m = _deep_model(be, "kan")

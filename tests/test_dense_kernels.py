@@ -19,7 +19,7 @@ from conftest import randomise_kan
 from gradcheck import check_grad
 from kaem.nn.activations import sigmoid
 from kaem.backend import get_backend
-from kaem.config.schema import load_config
+from kaem.config import load_config
 from kaem.nn.kan import KANLayer, KANSpec
 from kaem.likelihood.gaussian import GaussianLikelihood, apply_output_activation, output_activation_grad
 from kaem.numerics import normal_streams, standard_normal_

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import real_fmnist
 from kaem.backend import get_backend
-from kaem.config.schema import load_config
+from kaem.config import load_config
 from kaem.nn.grid_update import (DOMAIN_MARGIN, blended_grid, grid_update_due, prior_domain_from_grid,
                               update_layer_grid, update_pointwise_grid)
 from kaem.nn.kan import KANLayer, KANSpec

@@ -17,7 +17,7 @@ import kaem.nn.grid_update as gu
 from conftest import PAIR, TINY_CLI, tiny_config
 from kaem.run.atomic import atomic_open, stale_temp_files, temp_owner
 from kaem.run.checkpoint import load_checkpoint
-from kaem.config.schema import load_config
+from kaem.config import load_config
 from kaem.run.logfile import append_row, reconcile
 from kaem.nn.grid_update import GridUpdateWarning, update_layer_grid, update_pointwise_grid
 from kaem.run.memory import MemoryBudgetError, check_training_memory, training_memory

@@ -14,7 +14,7 @@ import pytest
 
 import cli
 from conftest import PAIR, TINY_CLI
-from kaem.config.schema import SCHEMA, ConfigError, load_config
+from kaem.config import SCHEMA, ConfigError, load_config
 
 TINY = TINY_CLI
 

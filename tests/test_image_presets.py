@@ -10,7 +10,7 @@ from PIL import Image
 import cli
 from datafiles import write_celeba, write_cifar10, write_svhn
 from kaem.run.checkpoint import load_checkpoint
-from kaem.config.schema import load_config
+from kaem.config import load_config
 from kaem.generators import generator_kind
 from kaem.priors import prior_kind
 

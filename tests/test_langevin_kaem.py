@@ -11,7 +11,7 @@ import cli
 from conftest import PAIR, randomise, real_fmnist, tiny_config
 from gradcheck import check_grad, rel_error
 from kaem.backend import get_backend
-from kaem.config.schema import load_config
+from kaem.config import load_config
 from kaem.objectives import (langevin_loss_and_grad, langevin_step, objective_mode, thermo_loss_and_grad,
                            thermo_step, ti_weights, training_step)
 from kaem.model import KAEM

@@ -369,7 +369,7 @@ def test_mixture_density_curves_and_figure():
     """The plotted π_q is a normalised density (trapezoid within its error bound), the sum
     of the plotted weighted components, and exp of the model's log density; the figure has
     MIX_COLUMNS panels to a row."""
-    from kaem.plots.figures import HEADER_H, MIX_COLUMNS, MIX_PANEL_SIZE, mixture_density_curves, mixture_density_grid
+    from kaem.plots import HEADER_H, MIX_COLUMNS, MIX_PANEL_SIZE, mixture_density_curves, mixture_density_grid
     from test_plots import _trapezoid_with_bound
 
     prior = make_mixture("learnable_gaussian", P=3, Q=5, seed=21, eps=0.0)

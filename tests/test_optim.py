@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from kaem.config.schema import load_config
+from kaem.config import load_config
 from kaem.optim import (OPTIMIZERS, SGD, Adam, AdamW, Momentum, Nesterov, OptimizerStateError, RMSProp,
                         StepSchedule, make_optimizer)
 

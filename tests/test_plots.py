@@ -12,7 +12,7 @@ from PIL import Image
 
 import cli
 from kaem.model import KAEM
-from kaem.plots.figures import (HEADER_H, LINE_H, PANEL_SIZE, Series, canvas, nice_ticks, panel, pi0_density_curves,
+from kaem.plots import (HEADER_H, LINE_H, PANEL_SIZE, Series, canvas, nice_ticks, panel, pi0_density_curves,
                         prior_density_curves, prior_density_grid, save_image, wrap_text)
 from test_cli import TINY
 
@@ -185,7 +185,7 @@ def _colour_near(arr, xy, colour, r=1):
 
 
 def test_training_curves_put_every_logged_value_where_its_axes_say():
-    from kaem.plots.figures import CURVE_METRICS, PALETTE, training_curves
+    from kaem.plots import CURVE_METRICS, PALETTE, training_curves
 
     a = _log_rows([0, 1, 2, 3], [-3000.0, -150.0, -40.0, 20.0], [0.19, 0.15, 0.146, 0.144], ess=[1.0, 1.5, 1.2, 1.1])
     b = _log_rows([0, 1, 2], [-3000.0, -120.0, 5.0], [0.19, 0.152, 0.149])
@@ -217,7 +217,7 @@ def test_cli_plot_log_two_runs(tmp_path, capsys):
     """plot-log on two run folders draws what training_curves draws from their log.csv."""
     import csv as _csv
 
-    from kaem.plots.figures import training_curves
+    from kaem.plots import training_curves
     from kaem.run.logfile import read_log
 
     for name, rows in (("is", _log_rows([0, 1, 2], [-3000.0, -100.0, 10.0], [0.2, 0.15, 0.14], ess=[1, 2, 3])),

@@ -6,7 +6,7 @@ outcome today: None = it loads and builds a model for its data (``DATA``: the fi
 first word), else a piece of its one-line error.
 When a feature lands (mixture prior, conv generator, deep prior, ...), whoever lands it
 updates the expectations of the files it unlocks, and moves the feature's keys from
-``kaem.config.schema.INERT_KEYS`` to ``SCHEMA``.
+``kaem.config.INERT_KEYS`` to ``SCHEMA``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from kaem.backend import get_backend
-from kaem.config.schema import INERT_KEYS, SCHEMA, ConfigError, ascii_alias, load_config
+from kaem.config import INERT_KEYS, SCHEMA, ConfigError, ascii_alias, load_config
 from kaem.datasets import dataset_shape
 from kaem.model import KAEM
 

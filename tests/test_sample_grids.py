@@ -10,7 +10,7 @@ from PIL import Image
 import cli
 from kaem.backend import get_backend
 from kaem.run.checkpoint import load_checkpoint, restore_model
-from kaem.plots.images import image_grid
+from kaem.plots import image_grid
 from kaem.run.trainer import SAMPLE_GRID_N, sample_grid_rng
 from test_cli import TINY
 
@@ -57,7 +57,7 @@ def test_config_stored_before_gen_every_still_loads():
     an error."""
     import pytest
 
-    from kaem.config.schema import ConfigError, config_from_ini, config_to_ini, load_config
+    from kaem.config import ConfigError, config_from_ini, config_to_ini, load_config
 
     cfg = load_config("fmnist")
     text = config_to_ini(cfg)

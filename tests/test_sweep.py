@@ -42,7 +42,7 @@ def test_sweep_runs_all_and_writes_summary(tmp_path, data_dir, capsys):
     assert runs == {p["run"] for p in sweep_plan("fmnist")}
     for r in rows:  # each run in its own folder, with the right basis and π0 in its checkpoint
         from kaem.run.checkpoint import load_checkpoint
-        from kaem.config.schema import config_from_ini
+        from kaem.config import config_from_ini
 
         pi0, basis = os.path.basename(r["output"]).split("-")
         cfg = config_from_ini(load_checkpoint(os.path.join(r["output"], "ckpt.npz"))["config"])

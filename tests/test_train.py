@@ -8,7 +8,7 @@ import pytest
 
 from conftest import real_fmnist, tiny_config
 from kaem.backend import get_backend
-from kaem.config.schema import load_config
+from kaem.config import load_config
 from kaem.model import KAEM
 from kaem.run.trainer import Trainer, TrainingError
 

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 from kaem.nn.activations import get_activation
 from kaem.backend import Backend, array_module
-from kaem.config.schema import ConfigError, format_value
+from kaem.config import ConfigError, format_value
 from kaem.generators.base import LayerStack
 
 BN_EPS = 1e-5

@@ -230,7 +230,7 @@ def load_checkpoint(path: str, for_resume: bool = False, with_data: bool = False
 def checkpoint_config(ckpt: dict[str, Any]) -> Any:
     """The ``Config`` stored in a loaded checkpoint (CheckpointError naming the file if the
     text does not parse or fails the schema)."""
-    from kaem.config.schema import ConfigError, config_from_ini
+    from kaem.config import ConfigError, config_from_ini
 
     try:
         return config_from_ini(ckpt["config"])

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from kaem.nn.bases import make_basis
-from kaem.config.schema import Config, ConfigError, latent_size
+from kaem.config import Config, ConfigError, latent_size
 
 
 class MemoryBudgetError(ConfigError):

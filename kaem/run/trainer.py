@@ -23,12 +23,12 @@ import numpy as np
 
 from kaem.backend import Backend, to_numpy
 from kaem.run.checkpoint import restore_optimizer, save_checkpoint
-from kaem.config.schema import config_to_ini
+from kaem.config import config_to_ini
 from kaem.run.logfile import append_row, reconcile
 from kaem.evaluation.heldout import evaluate
 from kaem.nn.grid_update import grid_update_due
 from kaem.run.guard import FiniteGuard
-from kaem.plots.images import save_sample_grid
+from kaem.plots import save_sample_grid
 from kaem.objectives.importance import posterior_draws
 from kaem.objectives import objective_mode, training_step
 from kaem.model import KAEM
