@@ -13,6 +13,6 @@ from kaem.backend import get_backend
 from kaem.config import load_config
 from kaem.model import KAEM
 from kaem.objectives import training_step
-from kaem.optim import make_optimizer
+from kaem.build import make_optimizer
 
 __all__ = ["KAEM", "get_backend", "load_config", "make_optimizer", "training_step"]

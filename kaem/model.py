@@ -3,11 +3,10 @@
     z ~ prior (by inverse transform)  ->  h = prior.to_input(z)  ->  x̂ = out_act(G(h))
 
 For the univariate prior, z_{q,p} = F_{q,p}^{-1}(u_p) and h_q = Σ_p z_{q,p}. The prior and
-the generator come from their registries (``kaem/priors``, ``kaem/generators``) as the
-config selects. The model owns no training logic: objectives (``kaem/importance.py``,
-``kaem/langevin.py``) call the pieces' forward/backward methods, and the optimiser works on
-the flat dicts returned by ``parameters()`` / ``gradients()`` (names like ``prior.coef``,
-``gen.1.w_sp``).
+the generator are built as the config selects (``kaem/build.py``). The model owns no
+training logic: the objectives (``kaem/objectives``) call the pieces' forward/backward
+methods with the settings in ``model.objective``, and the optimiser works on the flat dicts
+returned by ``parameters()`` / ``gradients()`` (names like ``prior.coef``, ``gen.1.w_sp``).
 """
 from __future__ import annotations
 
@@ -16,11 +15,10 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from kaem.backend import Backend
+from kaem.build import build_generator, build_likelihood, build_prior, grid_ratios, objective_settings
 from kaem.config import Config
-from kaem.generators import make_generator
 from kaem.nn.kan import parameters_changed
-from kaem.likelihood.gaussian import GaussianLikelihood, apply_output_activation
-from kaem.priors import make_prior
+
 
 class KAEM:
     """A Kolmogorov–Arnold Energy Model built from a validated ``Config``.
@@ -34,14 +32,14 @@ class KAEM:
 
     def __init__(self, cfg: Config, data_shape: tuple[int, ...], be: Backend, seed: int = 0) -> None:
         self.cfg, self.be, self.data_shape = cfg, be, tuple(int(d) for d in data_shape)
-        g = cfg["GeneratorModel"]
         rng = be.rng(seed)
         self.D = math.prod(self.data_shape)
-        self.prior = make_prior(cfg, be, rng)
+        self.prior = build_prior(cfg, be, rng)
         self.Q = int(self.prior.Q)
-        self.generator = make_generator(cfg, be, rng, self.Q, self.data_shape)
-        self.lik = GaussianLikelihood(g["generator_variance"], g["generator_noise"], g["output_activation"],
-                                      g["noise_sharing"])
+        self.generator = build_generator(cfg, be, rng, self.Q, self.data_shape)
+        self.lik = build_likelihood(cfg)
+        self.objective = objective_settings(cfg)  # the training objective and its sampler settings
+        self.grid_ratios = grid_ratios(cfg)  # grid updating's blend (prior, generator)
 
     # ---- flat views for the optimiser and checkpoints ------------------------------------
     def _components(self) -> tuple[tuple[str, Any], ...]:
@@ -84,7 +82,7 @@ class KAEM:
     def decode(self, z: Any) -> Any:
         """Mean image out_act(G(h(z))) (n, D), no injection noise."""
         g = self.generator.forward(self.prior.to_input(z), cache=False)
-        return apply_output_activation(self.lik.out_act, g)
+        return self.lik.output(g)
 
     def generate(self, n: int, rng: Any, batch: int = 500) -> Any:
         """n fresh samples x̂ (n, D) from the model (prior -> generator), in batches, in eval mode."""
@@ -114,8 +112,7 @@ class KAEM:
         """
         changed = False
         if prior:
-            changed |= self.prior.update_grid(z_post, self.cfg["EbmModel"]["grid_update_ratio"])
+            changed |= self.prior.update_grid(z_post, self.grid_ratios[0])
         if generator:
-            changed |= self.generator.update_grids(self.prior.to_input(z_post),
-                                                   self.cfg["GeneratorModel"]["grid_update_ratio"])
+            changed |= self.generator.update_grids(self.prior.to_input(z_post), self.grid_ratios[1])
         return changed

@@ -38,9 +38,8 @@ len − 1 decays (3, 6, 9 -> decays after epochs 3 and 9 only); we follow the ke
 Parameters and gradients are dicts name -> array (the model's flat views); θ and the state
 are updated in place, so the model's arrays are the optimiser's arrays. Each optimiser
 keeps one scratch array per parameter so a step allocates nothing. Every entry is updated
-on its own, so on the CPU a step runs in chunks of ``CHUNK`` entries (each chunk's dozen
-passes stay in cache) spread over the threads (kaem/threads.py); on the GPU each parameter
-is one chunk.
+on its own, so the CPU kernel (``kaem/kernels/optim_chunks.py``) runs a step in cache-sized
+chunks spread over the threads.
 """
 from __future__ import annotations
 
@@ -50,9 +49,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from kaem.backend import array_module
-from kaem.kernels.threads import map_blocks, row_blocks
+from kaem.kernels import replaceable
 
-CHUNK = 1 << 15  # entries per chunk of a CPU step: the chunk of θ, g, tmp and the state fits in L2
 
 
 class OptimizerStateError(ValueError):
@@ -83,16 +81,13 @@ class Optimizer:
     def step(self, grads: dict[str, Any]) -> None:
         """One update of every parameter from ``grads`` (same keys and shapes)."""
         self.t += 1
-        work = [c for k, p in self.params.items()
-                for c in _chunks(p, grads[k], self._tmp[k], {s: self.state[s][k] for s in self.slots})]
-        if not work:
-            return
+        self.apply(grads)
 
-        def run(a: int, b: int) -> None:
-            for j in range(a, b):
-                self._update(*work[j])
-
-        map_blocks(run, row_blocks(array_module(work[0][0]), len(work)))
+    @replaceable("Optimizer.apply")
+    def apply(self, grads: dict[str, Any]) -> None:
+        """The update rule on every parameter, at the current step count t."""
+        for k, p in self.params.items():
+            self._update(p, grads[k], self._tmp[k], {s: self.state[s][k] for s in self.slots})
 
     def _update(self, p: Any, g: Any, tmp: Any, st: dict[str, Any]) -> None:
         """Update θ (``p``) in place from ``g``; ``tmp`` is scratch, ``st`` maps each slot to
@@ -149,23 +144,6 @@ def _scalar(state: dict[str, Any], key: str) -> float | None:
         return float(a) if a.shape == () and a.dtype.kind in "iuf" else None
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _chunks(p: Any, g: Any, tmp: Any, st: dict[str, Any]) -> list[tuple]:
-    """(p, g, tmp, st) cut into flat chunks of ``CHUNK`` entries (numpy), or the whole
-    parameter as one. The flat views follow p's memory order (a parameter stored transposed,
-    as the KAN coefficients are, is still one contiguous run); g is read in that order."""
-    if array_module(p) is not np or p.size <= CHUNK:
-        return [(p, g, tmp, st)]
-    order = tuple(int(a) for a in np.argsort([-s for s in p.strides], kind="stable"))
-    arrays = [a.transpose(order) for a in (p, tmp, *st.values())]
-    if not all(a.flags.c_contiguous for a in arrays):
-        return [(p, g, tmp, st)]
-    flat = [a.reshape(-1) for a in arrays]
-    gf = g.transpose(order).reshape(-1)
-    names = list(st)
-    return [(flat[0][a:a + CHUNK], gf[a:a + CHUNK], flat[1][a:a + CHUNK],
-             {n: f[a:a + CHUNK] for n, f in zip(names, flat[2:])}) for a in range(0, p.size, CHUNK)]
 
 
 def _ema(avg: Any, x: Any, beta: float, tmp: Any) -> None:
@@ -288,24 +266,6 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 
-def make_optimizer(params: dict[str, Any], section: dict[str, Any]) -> Optimizer:
-    """The optimiser an [OPTIMIZER] config section (``cfg["OPTIMIZER"]``) describes, over
-    ``params``; each type receives only the keys it uses (table in the module docstring)."""
-    kind, lr = section["type"], section["learning_rate"]
-    beta1, beta2 = section["betas"]
-    if kind == "sgd":
-        return SGD(params, lr)
-    if kind in ("momentum", "nesterov"):
-        return OPTIMIZERS[kind](params, lr, rho=section["ρ"])  # type: ignore[call-arg]
-    if kind == "rmsprop":
-        return RMSProp(params, lr, rho=section["ρ"], eps=section["ε"])
-    if kind == "adamw":
-        return AdamW(params, lr, beta1, beta2, eps=section["ε"], weight_decay=section["decay"])
-    if kind == "adam":
-        return Adam(params, lr, beta1, beta2, eps=section["ε"])
-    raise ValueError(f"unknown OPTIMIZER.type {kind!r}; valid: {', '.join(OPTIMIZERS)}")
-
-
 class StepSchedule:
     """η_e = η0 · γ^{#{m ∈ milestones : m ≤ e}} for epoch e (0-based): a pure function of
     the epoch, so a resumed run recomputes it from the stored iteration."""
@@ -316,9 +276,3 @@ class StepSchedule:
     def lr_at(self, epoch: int) -> float:
         """The learning rate during (0-based) epoch ``epoch``."""
         return self.lr0 * self.gamma ** sum(m <= epoch for m in self.milestones)
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "StepSchedule":
-        """From OPTIMIZER.learning_rate and the [LR_SCHEDULE] section of a ``Config``."""
-        sched = cfg["LR_SCHEDULE"]
-        return cls(cfg["OPTIMIZER"]["learning_rate"], sched["decay"], sched["milestone_epochs"])

@@ -52,7 +52,8 @@ def test_sample_writes_png_of_right_size(run, tmp_path, capsys):
     png = tmp_path / "s.png"
     assert cli.main(["sample", "--ckpt", str(run / "ckpt.npz"), "--n", "10", "--out", str(png), "--npy"]) == 0
     w, h = Image.open(png).size
-    assert (w, h) == (4 * 30 + 2, 3 * 30 + 2)  # 4 columns x 3 rows of 28px tiles, 2px padding
+    # 4 columns x 3 rows of 28px tiles, 2px padding (122 x 92), enlarged 4x: 488 px is the multiple nearest 512
+    assert (w, h) == (4 * (4 * 30 + 2), 4 * (3 * 30 + 2))
     arr = np.load(tmp_path / "s.npy")
     assert arr.shape == (10, 1, 28, 28) and 0 <= arr.min() and arr.max() <= 1
 

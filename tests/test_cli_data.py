@@ -77,8 +77,11 @@ def test_sample_png_dir_and_grid_in_colour(tmp_path, be64):
                      "--png-dir", str(tmp_path / "pngs"), "--npy"]) == 0
     x = np.load(tmp_path / "grid.npy")
     grid = Image.open(tmp_path / "grid.png")
-    assert grid.mode == "RGB" and grid.size == (2 * 8 + 2, 2 * 8 + 2)
-    np.testing.assert_array_equal(np.asarray(grid)[2:8, 10:16], to_uint8(x[1:2])[0])  # tile 1: row 0, column 1
+    k = 28  # the 18 px grid is written enlarged 28x (504 px, the multiple nearest 512)
+    assert grid.mode == "RGB" and grid.size == (k * (2 * 8 + 2), k * (2 * 8 + 2))
+    small = np.asarray(grid)[::k, ::k]
+    np.testing.assert_array_equal(np.asarray(grid), np.repeat(np.repeat(small, k, 0), k, 1))  # k x k blocks
+    np.testing.assert_array_equal(small[2:8, 10:16], to_uint8(x[1:2])[0])  # tile 1: row 0, column 1
     one = Image.open(tmp_path / "pngs" / "000002.png")
     assert one.mode == "RGB" and one.size == (6, 6)
     np.testing.assert_array_equal(np.asarray(one), to_uint8(x[2:3])[0])

@@ -16,7 +16,8 @@ from conftest import PAIR, randomise, tiny_config
 from gradcheck import check_grad
 from kaem.run.checkpoint import load_checkpoint, restore_model, save_checkpoint
 from kaem.config import ConfigError, config_to_ini, load_config
-from kaem.generators import ConvGenerator, MLPGenerator, generator_kind
+from kaem.build import generator_kind
+from kaem.generators import ConvGenerator, MLPGenerator
 from kaem.generators.conv import ConvTransposeBlock, batchnorm_forward, col2im, im2col
 from kaem.model import KAEM
 

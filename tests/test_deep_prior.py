@@ -15,6 +15,7 @@ import cli
 from conftest import PAIR, randomise, tiny_config
 from gradcheck import check_grad, rel_error
 from kaem.backend import get_backend
+from kaem.build import build_prior
 from kaem.config import ConfigError, load_config
 from kaem.evaluation.heldout import heldout_loglik
 from kaem.objectives import langevin_loss_and_grad, objective_mode, training_step
@@ -140,7 +141,7 @@ def _ula_prior(be, Q, body, act, scale, seed):
                                           "EbmModel.π_0=gaussian", f"EbmModel.deep_body={body}",
                                           f"EbmModel.base_activation={act}", "EbmModel.grid_size=6",
                                           "EbmModel.grid_range=-3,3", "TRAINING.dtype=float64"])
-    prior = DeepPrior.from_config(cfg, be, be.rng(seed))
+    prior = build_prior(cfg, be, be.rng(seed))
     rng = be.rng(seed + 1)
     for p in prior.params.values():
         p += scale * rng.standard_normal(p.shape)

@@ -153,7 +153,9 @@ def test_make_train_vanilla_with_upper_case_dataset(data_dir, tmp_path):
     mtime = os.path.getmtime(ckpt)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert "resuming" in again.stderr and os.path.getmtime(ckpt) == mtime
+    # the run is found finished: said so, nothing trained or saved, the checkpoint untouched
+    assert "fmnist-vanilla is finished (epoch 1 of 1); nothing to train" in again.stderr
+    assert "training KAEM" not in again.stderr and "saved" not in again.stderr and os.path.getmtime(ckpt) == mtime
     help_text = subprocess.run(["make", "-s", "-C", ROOT, "help"], capture_output=True, text=True).stdout
     assert all(t in help_text for t in ("train-vanilla", "train-thermo", "train-sequential", "bench"))
 

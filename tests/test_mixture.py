@@ -16,7 +16,8 @@ from gradcheck import away_from, check_grad, check_grads, rel_error
 from kaem.backend import get_backend
 from kaem.nn.kan import KANSpec
 from kaem.model import KAEM
-from kaem.priors import MixturePrior, make_prior, prior_kind
+from kaem.build import build_prior as make_prior, prior_kind
+from kaem.priors import MixturePrior
 
 BE = get_backend("cpu", "float64")
 TOL = 1e-6

@@ -100,7 +100,7 @@ def test_pair_values_with_given_noise(out_act):
 
 def test_pair_mode_blocks_do_not_change_the_result(monkeypatch):
     """The cache-sized blocks of s-slices are an implementation detail."""
-    import kaem.likelihood.gaussian as L
+    import kaem.kernels.pair_likelihood as L
 
     rng = np.random.default_rng(7)
     x, g, xi = rng.random((3, 4)), rng.standard_normal((5, 4)), rng.standard_normal((3, 5, 4))

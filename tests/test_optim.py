@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from kaem.config import load_config
+from kaem.build import make_optimizer, step_schedule
 from kaem.optim import (OPTIMIZERS, SGD, Adam, AdamW, Momentum, Nesterov, OptimizerStateError, RMSProp,
-                        StepSchedule, make_optimizer)
+                        StepSchedule)
 
 GRADS = [2.0, -1.0, 0.5]
 
@@ -181,7 +182,7 @@ def test_step_schedule_decays_at_each_milestone():
     want = [0.1] * 3 + [0.01] * 3 + [0.001] * 3 + [1e-4] * 2
     got = [s.lr_at(e) for e in range(11)]
     assert all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(got, want)), got
-    assert StepSchedule.from_config(load_config("mnist")).lr_at(100) == 0.001  # no milestones by default
+    assert step_schedule(load_config("mnist")).lr_at(100) == 0.001  # no milestones by default
 
 
 def test_resume_across_a_milestone_is_exact(data_dir, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Prior-density plots (kaem/plots.py) and ``cli.py plot-prior``: the plotted curves are
+"""Prior-density plots (kaem/plots/priors.py) and ``cli.py plot-prior``: the plotted curves are
 normalised densities, the PNG has the size its panel layout implies, and the command runs
 end to end on a tiny checkpoint and rejects an out-of-range q with the valid range."""
 from __future__ import annotations

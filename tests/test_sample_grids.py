@@ -10,7 +10,7 @@ from PIL import Image
 import cli
 from kaem.backend import get_backend
 from kaem.run.checkpoint import load_checkpoint, restore_model
-from kaem.plots import image_grid
+from kaem.plots import GRID_TARGET_PX, grid_scale, image_grid, save_sample_grid
 from kaem.run.trainer import SAMPLE_GRID_N, sample_grid_rng
 from test_cli import TINY
 
@@ -24,6 +24,22 @@ def _png(path):
     return np.asarray(Image.open(path))
 
 
+def _nearest(grid, k):
+    """Nearest-neighbour enlargement by an integer k, written out independently of kaem.plots."""
+    return np.repeat(np.repeat(grid, k, axis=0), k, axis=1)
+
+
+class _Fixed:
+    """A stand-in model whose ``generate`` returns fixed images (n, C, H, W) in [0, 1]."""
+
+    def __init__(self, shape, seed=0):
+        self.data_shape = shape
+        self.images = np.random.default_rng(seed).uniform(size=(64,) + shape).astype(np.float32)
+
+    def generate(self, n, rng):
+        return self.images[:n]
+
+
 def test_grids_every_gen_every_epochs_and_equal_after_resume(tmp_path, data_dir):
     assert _train(tmp_path / "straight", data_dir, "--epochs", "2") == 0
     grids = sorted(os.listdir(tmp_path / "straight" / "samples"))
@@ -33,7 +49,7 @@ def test_grids_every_gen_every_epochs_and_equal_after_resume(tmp_path, data_dir)
     model = restore_model(ckpt, get_backend("cpu", "float32"))
     x = model.generate(SAMPLE_GRID_N, sample_grid_rng(model.be, 0)).reshape((SAMPLE_GRID_N,) + model.data_shape)
     last = _png(tmp_path / "straight" / "samples" / "epoch_002.png")
-    np.testing.assert_array_equal(last, image_grid(x))
+    np.testing.assert_array_equal(last, _nearest(image_grid(x), 2))  # 64 tiles: 242 px, written 2x (484 px)
     assert not np.array_equal(last, _png(tmp_path / "straight" / "samples" / "epoch_001.png"))
     # stopped after one epoch and resumed: the same grids, byte for byte in pixels
     assert _train(tmp_path / "resumed", data_dir, "--epochs", "1") == 0
@@ -66,3 +82,39 @@ def test_config_stored_before_gen_every_still_loads():
     assert "gen_every" not in old and "[CNN]" not in old and config_from_ini(old) == cfg
     with pytest.raises(ConfigError, match="N_test"):
         config_from_ini("\n".join(line for line in old.splitlines() if not line.startswith("N_test")))
+
+
+def test_grid_png_of_64_mnist_images_is_a_nearest_neighbour_2x_of_the_grid(tmp_path):
+    """64 images of 28×28 tile to 8 × (28 + 2) + 2 = 242 px; the PNG is that grid enlarged by
+    the integer factor whose result is nearest 512 px (2: 484 px; 3 would give 726), each
+    pixel a 2 × 2 block, while the returned images keep the model's size."""
+    model = _Fixed((1, 28, 28))
+    path = str(tmp_path / "g.png")
+    x = save_sample_grid(path, model, 64, None)
+    assert x.shape == (64, 1, 28, 28)
+    np.testing.assert_array_equal(x, model.images)
+    grid = image_grid(x)
+    assert grid.shape == (242, 242)
+    png = _png(path)
+    assert png.shape == (484, 484) and abs(png.shape[0] - GRID_TARGET_PX) <= 242 // 2
+    np.testing.assert_array_equal(png, _nearest(grid, 2))
+    assert grid_scale(242, 242) == 2 and grid_scale(92, 122) == 4  # the longer side decides
+
+
+def test_grid_png_in_colour_is_enlarged_the_same_way(tmp_path):
+    model = _Fixed((3, 6, 6))
+    path = str(tmp_path / "c.png")
+    x = save_sample_grid(path, model, 4, None)  # 2 × (6 + 2) + 2 = 18 px -> 28x, 504 px
+    png = _png(path)
+    assert png.shape == (504, 504, 3)
+    np.testing.assert_array_equal(png, _nearest(image_grid(x), 28))
+
+
+def test_large_grid_is_not_rescaled(tmp_path):
+    """A grid of 512 px or more is written as it is: 64 images of 64×64 tile to 530 px."""
+    model = _Fixed((1, 64, 64))
+    path = str(tmp_path / "big.png")
+    x = save_sample_grid(path, model, 64, None)
+    np.testing.assert_array_equal(_png(path), image_grid(x))
+    assert _png(path).shape == (530, 530)
+    assert grid_scale(530, 530) == 1 and grid_scale(512, 40) == 1 and grid_scale(2000, 3000) == 1  # never down

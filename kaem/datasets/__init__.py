@@ -1,4 +1,4 @@
-"""Datasets (spec section 8), one module per file format, all returning host float32
+"""Datasets, one module per file format, all returning host float32
 images (N, C, H, W) scaled to [0, 1] (labels are never loaded: the model is unconditional).
 
 ==================  ================================================  ==============  =============

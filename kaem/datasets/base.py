@@ -13,7 +13,15 @@ SPLITS: tuple[str, ...] = ("train", "test")
 
 
 class DatasetError(RuntimeError):
-    """A dataset cannot be found, fetched or read; the message says what to do."""
+    """A dataset cannot be found, fetched or read; the message says what to do.
+
+    ``offline`` marks a dataset that is missing while downloading was not allowed: a
+    caller that knows how the user turned downloading off (the CLI's --no-download) can
+    add how to turn it on."""
+
+    def __init__(self, message: str, offline: bool = False) -> None:
+        super().__init__(message)
+        self.offline = offline
 
 
 def check_split(split: str) -> None:

@@ -1,4 +1,4 @@
-"""CelebA (aligned faces, RGB) from its JPEGs (spec section 8, section 7.9).
+"""CelebA (aligned faces, RGB) from its JPEGs.
 
 Looked for in ``<data_dir>/celeba/``: the folder ``img_align_celeba/`` of ``*.jpg`` files,
 else the official ``img_align_celeba.zip`` (read in memory, not extracted). CelebA has no
@@ -6,7 +6,7 @@ stable public URL (it is served from Google Drive), so nothing is downloaded: th
 says which files to put where.
 
 Each 178×218 image is centre-cropped to 178×178 (the reference resizes the whole frame and
-distorts the aspect ratio, spec §7.9) and resized to ``resize``×``resize`` (default 64) with
+distorts the aspect ratio) and resized to ``resize``×``resize`` (default 64) with
 Pillow's bicubic filter. JPEG decoding uses Pillow's draft mode, which lets the decoder
 shrink by 1/2, 1/4 or 1/8 while staying at least as large as the target: much faster, and
 the bicubic resize that follows does the rest.

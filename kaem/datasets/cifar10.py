@@ -1,4 +1,4 @@
-"""CIFAR-10 (32×32 RGB) from the BINARY version (spec section 8).
+"""CIFAR-10 (32×32 RGB) from the BINARY version.
 
 Looked for in ``<data_dir>/cifar10/``, in this order:
 
@@ -127,7 +127,7 @@ def _source(folder: pathlib.Path, download: bool) -> pathlib.Path:
             if (folder / name).exists():
                 raise _refuse_python_version(str(folder / name))
     return ensure_file(archive, [URL], MD5, "CIFAR-10 ('cifar10', binary version)", download,
-                       note=f"  or its extracted folder {BIN_DIR}/ with the six .bin files")
+                       note=f"or its extracted folder {BIN_DIR}/ with the six .bin files")
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike = "data",

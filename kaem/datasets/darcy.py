@@ -1,4 +1,4 @@
-"""Darcy flow, generated here (spec section 8; the FNO benchmark recipe, Li et al. 2020).
+"""Darcy flow, generated here (the FNO benchmark recipe, Li et al. 2020).
 
 For each sample:
 

@@ -1,9 +1,11 @@
 """Downloads shared by every loader: stream a URL into a file, md5-checked, written
-atomically (``kaem/atomic.py``), with a progress line.
+atomically (``kaem/run/atomic.py``), with a progress line.
 
 A file is fetched to a temporary name beside its destination and moved into place only
 after its md5 matches, so an interrupted or bad download never leaves a file that looks
-complete, and a file already there is never replaced by a failing one.
+complete, and a file already there is never replaced by a failing one. Folders made for a
+download that then fails are removed again if they are still empty (``made_folders``), so
+an offline attempt leaves no empty ``data/<name>/`` behind.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import sys
 import urllib.request
 from typing import BinaryIO, Sequence
 
-from kaem.run.atomic import atomic_open
+from kaem.run.atomic import atomic_open, made_folders
 from kaem.datasets.base import DatasetError, Progress, progress
 
 TIMEOUT_S = 60.0
@@ -65,25 +67,31 @@ def download_file(dest: pathlib.Path, urls: Sequence[str], md5: str) -> list[str
     return failures
 
 
+def failure_text(failures: Sequence[str]) -> str:
+    """The failed download attempts in one short clause: the last one, and how many others."""
+    more = f"; {len(failures) - 1} other attempt(s) failed too" if len(failures) > 1 else ""
+    return f"downloading failed ({failures[-1]}{more}); check the network"
+
+
 def ensure_file(dest: pathlib.Path, urls: Sequence[str], md5: str, title: str, allow: bool,
                 note: str = "") -> pathlib.Path:
     """``dest`` if it exists; else, when ``allow``, download it (md5-checked); else (or if
-    every URL fails) a :class:`DatasetError` saying which file to put where. ``note`` is
-    one more line for the message (e.g. an alternative source)."""
+    every URL fails) a one-line :class:`DatasetError` saying which file to put where.
+    ``note`` is one more clause for the message (e.g. an alternative source)."""
     if dest.is_file():
         return dest
     failures: list[str] = []
     if allow:
         sys.stderr.write(f"fetching {title} into {dest.parent}\n")
-        failures = download_file(dest, urls, md5)
+        try:
+            with made_folders(dest.parent):
+                failures = download_file(dest, urls, md5)
+        except OSError as exc:
+            failures = [f"cannot create {dest.parent}: {exc.strerror or exc}"]
         if not failures and dest.is_file():
             return dest
-    lines = [f"{title} is not available: put {dest.name} in {dest.parent.resolve()}/",
-             f"  it is served at {' or '.join(urls)} (md5 {md5})"]
-    if note:
-        lines.append(note)
+    message = (f"{title} is not available: put {dest.name} in {dest.parent.resolve()}/ (served at "
+               f"{' or '.join(urls)}, md5 {md5}){', ' + note if note else ''}")
     if failures:
-        lines += ["Download attempts failed:", *(f"  {f}" for f in failures)]
-    else:
-        lines.append("Or allow downloading (download=True; in the CLI: without --no-download) on a machine with internet access.")
-    raise DatasetError("\n".join(lines))
+        raise DatasetError(f"{message}; {failure_text(failures)}")
+    raise DatasetError(message, offline=True)

@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST from IDX files (spec section 8).
+"""MNIST and Fashion-MNIST from IDX files.
 
 Both datasets use the same four IDX files. :func:`locate` finds a folder holding them, in
 this order:
@@ -8,7 +8,8 @@ this order:
    Debian package ``dataset-fashion-mnist``);
 3. if ``download`` is set, ``<data_dir>/<name>/`` filled from public mirrors (md5-checked,
    written atomically, never overwriting a file that is already there);
-4. otherwise a :class:`DatasetError` that says which files to put where.
+4. otherwise a one-line :class:`DatasetError` that says which files to put where (a folder
+   made for a download that failed is removed again when it is empty).
 
 :func:`load_dataset` returns images as host float32 ``(N, 1, 28, 28)`` in ``[0, 1]``
 (``mnist32`` / ``fmnist32``: the same files, zero-padded to ``(N, 1, 32, 32)``); labels are
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kaem.datasets.base import DatasetError, check_count, check_n, check_split, to_unit_float
-from kaem.datasets.download import download_file
+from kaem.datasets.download import download_file, failure_text, made_folders
 
 # The 32×32 variants read the same files (from ``<data_dir>/<base>/``) and zero-pad 2 px on
 # each side, so that generators with a 32×32 output (the conv-transpose stack) train on them.
@@ -186,43 +187,34 @@ def _missing(folder: pathlib.Path) -> list[str]:
 def _download(folder: pathlib.Path, source: _Source) -> list[str]:
     """Download the missing standard files into ``folder``; return failure messages.
 
-    Stops at the first file no mirror could serve, so an offline machine fails fast.
-    """
+    Stops at the first file no mirror could serve, so an offline machine fails fast; a
+    folder made for the download is removed again if nothing arrived in it."""
+    sys.stderr.write(f"fetching {source.title} into {folder}\n")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        with made_folders(folder):
+            for base in _missing(folder):
+                fname = f"{base}.gz"
+                failures = download_file(folder / fname, [m + fname for m in source.mirrors], source.md5[fname])
+                if failures:  # the dataset is unusable anyway; don't wait on every other file too
+                    return failures
     except OSError as exc:
         return [f"cannot create {folder}: {exc.strerror or exc}"]
-    sys.stderr.write(f"fetching {source.title} into {folder}\n")
-    for base in _missing(folder):
-        fname = f"{base}.gz"
-        failures = download_file(folder / fname, [m + fname for m in source.mirrors], source.md5[fname])
-        if failures:  # the dataset is unusable anyway; don't wait on every other file too
-            return failures
     return []
 
 
-def _instructions(name: str, folder: pathlib.Path, failures: list[str]) -> str:
-    """The 'what to do' message for a dataset that could not be found or fetched."""
+def _instructions(name: str, folder: pathlib.Path, failures: list[str]) -> DatasetError:
+    """The one-line 'what to do' error for a dataset that could not be found or fetched:
+    which files to put in which folder and where they are served (``offline`` when no
+    download was tried)."""
     source = _check_name(name)
     missing = _missing(folder) if folder.is_dir() else list(FILES)
-    lines = [
-        f"{source.title} ({name!r}) is not available.",
-        f"Put these files (gzipped .gz or uncompressed) in {folder.resolve()}/:",
-        *(f"  {base}.gz" for base in missing),
-        "They are served at " + " or ".join(source.mirrors) + " (append the file name).",
-    ]
+    message = (f"{source.title} ({name!r}) is not available: put {', '.join(f'{b}.gz' for b in missing)} "
+               f"(gzipped or not) in {folder.resolve()}/, from {' or '.join(source.mirrors)}")
     if source.apt_package:
-        dirs = ", ".join(source.system_dirs)
-        lines.append(
-            f"Or install the Debian package: apt-get install -y {source.apt_package} "
-            f"(puts them in {dirs})."
-        )
+        message += f", or apt-get install -y {source.apt_package} (into {', '.join(source.system_dirs)})"
     if failures:
-        lines.append("Download attempts failed:")
-        lines += [f"  {f}" for f in failures]
-    else:
-        lines.append("Or allow downloading (download=True) on a machine with internet access.")
-    return "\n".join(lines)
+        return DatasetError(f"{message}; {failure_text(failures)}")
+    return DatasetError(message, offline=True)
 
 
 def locate(
@@ -242,7 +234,7 @@ def locate(
         failures = _download(folder, source)
         if not failures and not _missing(folder):
             return folder
-    raise DatasetError(_instructions(name, folder, failures))
+    raise _instructions(name, folder, failures)
 
 
 # --------------------------------------------------------------------------- loading

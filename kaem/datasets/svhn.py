@@ -1,4 +1,4 @@
-"""SVHN (cropped digits, 32×32 RGB) from the official MATLAB files (spec section 8).
+"""SVHN (cropped digits, 32×32 RGB) from the official MATLAB files.
 
 ``<data_dir>/svhn/train_32x32.mat`` (73 257 images) and ``test_32x32.mat`` (26 032), read
 with ``scipy.io.loadmat``; labels are never loaded. A missing file is downloaded from the

@@ -17,34 +17,11 @@ evaluation: running statistics). ``base.LayerStack`` implements what they share.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
-
-from kaem.backend import Backend
 from kaem.generators.conv import ConvGenerator
 from kaem.generators.kan import KANGenerator
 from kaem.generators.mlp import MLPGenerator
 
-# name -> constructor from (config, backend, rng, input width Q, data shape (C, H, W))
-GENERATORS: dict[str, Callable[..., Any]] = {
-    "kan": KANGenerator.from_config,
-    "cnn": ConvGenerator.from_config,
-    "mlp": MLPGenerator.from_config,
-}
+# name -> class; ``kaem/build.py`` chooses one and builds it from the config
+GENERATORS: dict[str, type] = {"kan": KANGenerator, "cnn": ConvGenerator, "mlp": MLPGenerator}
 
-
-def generator_kind(cfg: Any) -> str:
-    """The generator a config selects: "cnn" with CNN.use_cnn_lkhood, "mlp" with
-    MLP.use_mlp_lkhood (the config rejects both), else "kan"."""
-    if cfg["CNN"]["use_cnn_lkhood"]:
-        return "cnn"
-    if cfg["MLP"]["use_mlp_lkhood"]:
-        return "mlp"
-    return "kan"
-
-
-def make_generator(cfg: Any, be: Backend, rng: Any, in_dim: int, data_shape: tuple[int, ...]) -> Any:
-    """Build the generator the config selects (parameters drawn from ``rng``)."""
-    return GENERATORS[generator_kind(cfg)](cfg, be, rng, in_dim, data_shape)
-
-
-__all__ = ["GENERATORS", "ConvGenerator", "KANGenerator", "MLPGenerator", "generator_kind", "make_generator"]
+__all__ = ["GENERATORS", "ConvGenerator", "KANGenerator", "MLPGenerator"]

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from kaem.backend import array_module
+from kaem.kernels import replaceable
 
 
 class LayerStack:
@@ -52,36 +50,14 @@ class LayerStack:
             h = layer.forward(h, cache=cache)
         return h
 
+    @replaceable("LayerStack.backward")
     def backward(self, dg: Any, need_dh: bool = True, need_params: bool = True) -> Any:
         """dg (N, D) -> dh (N, Q) (None without ``need_dh``) through the layers in reverse;
         parameter gradients accumulate in each layer unless ``need_params`` is False
-        (samplers need only dh).
-
-        When only parameter gradients are wanted, the samples whose row of dg is all zero
-        are dropped first (``live_rows``): such a sample adds exactly nothing to any
-        parameter gradient, and after importance resampling about 40% of the S latent
-        samples carry no weight in any row of the batch (FMNIST, IS)."""
-        if need_params and not need_dh:
-            rows = self.live_rows(dg)
-            if rows is not None:
-                if rows.size == 0:
-                    return None  # every gradient is exactly zero
-                dg = dg[rows]
-                for layer in self.layers:
-                    layer.keep_rows(rows)
+        (samplers need only dh)."""
         for i in range(len(self.layers) - 1, -1, -1):
             dg = self.layers[i].backward(dg, need_dx=need_dh or i > 0, need_params=need_params)
         return dg
-
-    def live_rows(self, dg: Any) -> Any:
-        """Indices of the rows of dg (N, ...) with a non-zero entry, or None for all of them:
-        also None on the GPU (the count would be a device-to-host sync) and when a layer
-        couples the rows of a batch (batch norm: a row with zero dg still moves the others'
-        gradients) or cannot drop rows from its cache (``row_independent`` unset)."""
-        if array_module(dg) is not np or not all(getattr(layer, "row_independent", False) for layer in self.layers):
-            return None
-        live = dg.reshape(dg.shape[0], -1).any(axis=1)
-        return None if live.all() else np.flatnonzero(live)
 
     def update_grids(self, h: Any, ratio: float) -> bool:
         """Grid updating (spec 2.1) for generators without grids: nothing moves."""

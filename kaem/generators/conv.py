@@ -38,7 +38,6 @@ from typing import Any, Sequence
 
 from kaem.nn.activations import get_activation
 from kaem.backend import Backend, array_module
-from kaem.config import ConfigError, format_value
 from kaem.generators.base import LayerStack
 
 BN_EPS = 1e-5
@@ -266,25 +265,6 @@ class ConvGenerator(LayerStack):
                                           latent_in=self.Q if latent_concat and i > 0 else 0)
                        for i in range(L)]
         self.training = True
-
-    @classmethod
-    def from_config(cls, cfg: Any, be: Backend, rng: Any, in_dim: int, data_shape: tuple[int, ...]) -> "ConvGenerator":
-        """Channels Q -> CNN.hidden_feature_dims -> C of the data; the stack's output size must
-        be the data's H×W (checked here, with the sizes layer by layer in the message)."""
-        c = cfg["CNN"]
-        if len(data_shape) != 3 or data_shape[1] != data_shape[2]:
-            raise ConfigError(f"CNN.use_cnn_lkhood = true needs square (C, H, W) images; the data are "
-                              f"{'×'.join(map(str, data_shape))}")
-        sizes = spatial_sizes(c["kernel_sizes"], c["strides"], c["paddings"])
-        if sizes[-1] != data_shape[1] or min(sizes) < 1:
-            raise ConfigError(
-                f"[CNN] kernel_sizes = {format_value(c['kernel_sizes'])}, strides = {format_value(c['strides'])}, "
-                f"paddings = {format_value(c['paddings'])} grow the 1×1 latent through sizes "
-                f"{' -> '.join(map(str, sizes))} (each layer: (size − 1)·stride − 2·padding + kernel), but the "
-                f"data are {data_shape[1]}×{data_shape[2]}; change those lists so the last size is {data_shape[1]}")
-        channels = [in_dim, *c["hidden_feature_dims"], data_shape[0]]
-        return cls(be, channels, c["kernel_sizes"], c["strides"], c["paddings"], rng, activation=c["activation"],
-                   batchnorm=c["batchnorm"], latent_concat=c["latent_concat"])
 
     def forward(self, h: Any, cache: bool = True) -> Any:
         """h (N, Q) -> g (N, C·H·W), the pre-activation output in (C, H, W) order."""

@@ -26,15 +26,6 @@ class KANGenerator(LayerStack):
         self.widths = tuple(int(w) for w in widths)
         self.layers = [KANLayer(be, i, o, spec, rng) for i, o in zip(self.widths[:-1], self.widths[1:])]
 
-    @classmethod
-    def from_config(cls, cfg: Any, be: Backend, rng: Any, in_dim: int, data_shape: tuple[int, ...]) -> "KANGenerator":
-        """GeneratorModel.widths (first = Q) with the data dimension D = C·H·W appended."""
-        g = cfg["GeneratorModel"]
-        D = 1
-        for d in data_shape:
-            D *= int(d)
-        return cls(be, list(g["widths"]) + [D], KANSpec.from_section(g), rng)
-
     def update_grids(self, h: Any, ratio: float) -> bool:
         """Grid updating (spec 2.1): each layer is refitted on its own inputs, propagated from
         h (N, Q) through the (already updated) layers before it. Returns whether any moved."""

@@ -11,7 +11,6 @@ h (N, Q) -> g (N, D), the pre-activation output (the likelihood applies out_act)
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 from kaem.nn.activations import get_activation
@@ -73,9 +72,3 @@ class MLPGenerator(LayerStack):
         last = len(self.widths) - 2
         self.layers = [DenseLayer(be, i, o, rng, activation if l < last else None)
                        for l, (i, o) in enumerate(zip(self.widths[:-1], self.widths[1:]))]
-
-    @classmethod
-    def from_config(cls, cfg: Any, be: Backend, rng: Any, in_dim: int, data_shape: tuple[int, ...]) -> "MLPGenerator":
-        """GeneratorModel.widths (first = Q) with D = C·H·W appended; MLP.activation."""
-        widths = list(cfg["GeneratorModel"]["widths"]) + [math.prod(int(d) for d in data_shape)]
-        return cls(be, widths, rng, cfg["MLP"]["activation"])

@@ -34,11 +34,12 @@ where a sampler step's time goes.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kaem.likelihood.gaussian import apply_output_activation, output_activation_grad
-from kaem.model import KAEM
 from kaem.samplers.target import chain_rows
+
+if TYPE_CHECKING:  # the model is only a type here: it is built from the objectives' settings
+    from kaem.model import KAEM
 
 
 class KAEMPosterior:
@@ -77,28 +78,24 @@ class KAEMPosterior:
         return self._log_prior(z)
 
     def log_lik(self, z: Any) -> tuple[Any, Any]:
-        """log p(x_b(i) | z_i) (N,), constant dropped, and its gradient in z (N, *latent)."""
-        m, lik = self.model, self.model.lik
-        ll, r, y = self._residual(z, cache=True)
-        r *= output_activation_grad(lik.out_act, y)
-        r *= 1.0 / lik.sigma ** 2  # ∂ll/∂g = (x − y)·out_act'(y)/σ²
-        dh = m.generator.backward(r, need_dh=True, need_params=False)
+        """log p(x_b(i) | z_i) (N,), constant dropped, and its gradient in z (N, *latent):
+        ∂ll/∂g from the likelihood, back through the generator (no parameter gradients) and
+        the prior's input map."""
+        m = self.model
+        ll = self._log_lik(z, cache=True)
+        dh = m.generator.backward(m.lik.rows_grad(), need_dh=True, need_params=False)
         return ll, m.prior.input_grad(dh)
 
     def log_lik_value(self, z: Any) -> Any:
         """log p(x_b(i) | z_i) (N,) alone: the generator's forward, no backward."""
-        return self._residual(z, cache=False)[0]
+        return self._log_lik(z, cache=False)
 
-    def _residual(self, z: Any, cache: bool) -> tuple[Any, Any, Any]:
-        """ll (N,), r = x_b(i) − y (N, D) and y = out_act(g) (N, D) at z (the generator keeps
-        what its backward needs when ``cache``)."""
+    def _log_lik(self, z: Any, cache: bool) -> Any:
+        """ll (N,) at z by ``GaussianLikelihood.log_lik_rows`` without injection noise (the
+        generator keeps what its backward needs when ``cache``)."""
         m = self.model
-        xp, lik = m.be.xp, m.lik
-        x = self.rows(z.shape[0])
         g = m.generator.forward(m.prior.to_input(z), cache=cache)
-        if self.injection_noise and lik.noise > 0:
-            g = g + lik.noise * self.rng.standard_normal(g.shape, dtype=g.dtype)
-        y = apply_output_activation(lik.out_act, g)
-        r = x - y
+        if self.injection_noise and m.lik.noise > 0:
+            g = g + m.lik.noise * self.rng.standard_normal(g.shape, dtype=g.dtype)
         self.n_evals += 1
-        return xp.einsum("nd,nd->n", r, r) * (-0.5 * (1.0 / lik.sigma ** 2)), r, y
+        return m.lik.log_lik_rows(self.rows(z.shape[0]), g)

@@ -9,10 +9,8 @@ Shapes: ``x`` is ``(..., in)``; ``grid`` is ``(in, n_knots)`` (one row per input
 dimension, ``None`` for grid-free bases); ``tau`` is a 0-d array. ``evaluate`` returns
 ``B`` of shape ``(..., in, nb)`` and, with ``derivs=True``, also ``dB/dx`` (same shape)
 and ``dB/dtau`` (same shape; ``None`` when tau is not used or ``dtau=False``, which spares
-the work when tau is frozen or only x-derivatives are wanted). Two methods serve the
-prior's hot paths and skip that tensor where a basis overrides them (RBF does both):
-``weighted_sums`` (a loss weighted per sample; None, i.e. no fused form, by default) and
-``value_and_slope`` (a sampler's values and z-slopes; from ``evaluate`` by default).
+the work when tau is frozen or only x-derivatives are wanted). Faster forms of the RBF
+prior's sums live in ``kaem/kernels/rbf.py``.
 """
 from __future__ import annotations
 
@@ -20,11 +18,8 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
-import numpy as np
-
 from kaem.backend import array_module
 from kaem.numerics import lstsq_batched
-from kaem.kernels.threads import map_blocks, row_blocks
 
 
 class Basis(ABC):
@@ -82,27 +77,6 @@ class Basis(ABC):
     def dtau(self, x: Any, B: Any, grid: Any, tau: Any, aux: Any = None) -> Any:
         """∂B/∂τ (..., in, nb) at the forward's x, B = evaluate(x) (``aux`` as in ``backward``)."""
         return self.evaluate(x, grid, tau, derivs=True)[2]
-
-    def weighted_sums(self, z: Any, d: Any, grid: Any, tau: Any, need_dtau: bool = True) -> Any:
-        """Σ_n d_n B_g(z[n,o,i]) and Σ_n d_n ∂B_g/∂τ(z[n,o,i]) (None unless ``need_dtau``),
-        both (out, in, nb), for z (N, out, in) and per-sample weights d (N,): all that a
-        loss Σ_n d_n Σ_{o,i} φ_{i,o}(z[n,o,i]) needs from the basis, without the (N, out,
-        in, nb) tensor. Optional: None here, meaning the basis has no such fused form and
-        callers take ``evaluate`` + ``backward`` (the reference path)."""
-        return None
-
-    def value_and_slope(self, z: Any, grid: Any, tau: Any, W: Any, out: tuple | None = None) -> tuple[Any, Any]:
-        """Σ_g W[o,i,g] B_g(z[n,o,i]) and Σ_g W[o,i,g] B'_g(z[n,o,i]), both (N, out, in), for
-        z (N, out, in) and W (out, in, nb): the spline part of the pointwise form and its
-        z-derivative (what samplers need from the prior), into ``out`` (two arrays) if given.
-        Generic form (the reference for the fused ones): from the basis tensor."""
-        xp = array_module(z)
-        B, Bz, _ = self.evaluate(z, grid, tau, derivs=True, dtau=False)
-        f, df = xp.einsum("noig,oig->noi", B, W), xp.einsum("noig,oig->noi", Bz, W)
-        if out is None:
-            return f, df
-        out[0][...], out[1][...] = f, df
-        return out
 
     def init_coef(self, rng: Any, xp: Any, in_dim: int, out_dim: int, grid: Any, tau: Any,
                   eps_scale: float, dtype: Any) -> Any:
@@ -198,129 +172,6 @@ class RBF(Basis):
         u *= B
         u /= tau
         return u
-
-    # Values per pass of the per-knot loop of weighted_sums: a chunk's three working arrays
-    # stay in a core's cache (2^15 float32: 128 kB each).
-    slope_chunk = 1 << 15
-    # The same for value_and_slope, whose row blocks come from its caller: larger, so that
-    # its ~130 ufunc calls per chunk cost little and two threads seldom wait on each other
-    # for the GIL between them (MNIST prior, 100 and 500 chains, two threads: 2^17 beat
-    # 2^14–2^16 by 10–30%; 512 kB per array still fits the 1 MB L2).
-    value_slope_chunk = 1 << 17
-
-    def weighted_sums(self, z: Any, d: Any, grid: Any, tau: Any, need_dtau: bool = True) -> Any:
-        """S[o,i,g] = Σ_n d_n B_g(z[n,o,i]) and T[o,i,g] = Σ_n d_n ∂B_g/∂τ(z[n,o,i]), one knot
-        at a time, never the (N, out, in, nb) tensor. With a = (z − c)/w and k_g = (t_g − c)/w
-        (c the grid's centre, w = h·τ the width), u = a − k_g:
-
-            B_g = exp(−u²/2),   ∂B_g/∂τ = u²·B_g/τ,
-
-        per knot one exp and four cheap passes over a chunk of about ``slope_chunk`` values
-        that stays in cache, the sums over n as matrix-vector products with d. On the CPU the
-        samples are split into one row block per thread (``kaem/threads.py``), partial sums
-        added in block order. z (N, out, in), d (N,) -> S, T (out, in, nb) (T None unless
-        ``need_dtau``)."""
-        xp = array_module(z)
-        N, O, I = z.shape
-        nb, M = grid.shape[1], z.shape[1] * z.shape[2]
-        w = self.width(grid, tau)  # (in,)
-        c = 0.5 * (grid[:, 0] + grid[:, -1])
-        a = (z - c) / w  # (N, out, in)
-        a = a.reshape(N, M)
-        knots = ((grid - c[:, None]) / w[:, None]).T  # (nb, in), broadcast to (nb, out·in) rows:
-        knots = xp.ascontiguousarray(xp.broadcast_to(knots[:, None, :], (nb, O, I))).reshape(nb, M)
-        rows = N if xp is not np else max(1, self.slope_chunk // max(M, 1))
-
-        def block(r0: int, r1: int) -> tuple[Any, Any]:
-            S = xp.zeros((nb, M), dtype=a.dtype)
-            T = xp.zeros((nb, M), dtype=a.dtype) if need_dtau else None
-            k = -(-(r1 - r0) // rows)  # chunks of equal size
-            u, t, e = (xp.empty((-(-(r1 - r0) // k), M), dtype=a.dtype) for _ in range(3))
-            for j in range(k):
-                s0, s1 = r0 + (r1 - r0) * j // k, r0 + (r1 - r0) * (j + 1) // k
-                ab, db = a[s0:s1], d[s0:s1]
-                ub, tb, eb = u[:s1 - s0], t[:s1 - s0], e[:s1 - s0]
-                for g in range(nb):
-                    xp.subtract(ab, knots[g], out=ub)
-                    xp.multiply(ub, ub, out=tb)
-                    tb *= -0.5  # −u²/2
-                    xp.exp(tb, out=eb)
-                    S[g] += db @ eb
-                    if need_dtau:
-                        tb *= eb  # −u²B/2
-                        T[g] += db @ tb
-            return S, T
-
-        parts = map_blocks(block, row_blocks(xp, N, min_rows=rows))
-        S, T = parts[0]
-        for Sb, Tb in parts[1:]:  # block order: reproducible
-            S += Sb
-            if need_dtau:
-                T += Tb
-        S = S.reshape(nb, O, I).transpose(1, 2, 0)
-        if need_dtau:
-            T *= -2.0 / tau
-            T = T.reshape(nb, O, I).transpose(1, 2, 0)
-        return S, T
-
-
-    def value_and_slope(self, z: Any, grid: Any, tau: Any, W: Any, out: tuple | None = None) -> tuple[Any, Any]:
-        """S0 = Σ_g W_g B_g(z) and S1 = Σ_g W_g B'_g(z) for z (N, out, in), W (out, in, nb),
-        one knot at a time on (rows, out, in) arrays, never the (N, out, in, nb) tensor;
-        into ``out`` (two (N, out, in) arrays) if given.
-
-        With a = (z − c)/w and a_g = (t_g − c)/w (c the grid's centre, so that the
-        differences below cancel little), B_g = exp(−(a − a_g)²/2), B'_g = −(a − a_g)·B_g/w:
-
-            S0 = Σ_g W_g B_g,    S1 = (Σ_g a_g W_g B_g − a·S0) / w.
-
-        With both inputs pre-scaled by √½ (b = a/√2, k_g = a_g/√2) the exponent is
-        (b − k_g)², and dividing W_g by exp((b − k_g)²) negates it and weights the bump in one
-        pass: a knot costs one exp and six cheap passes (subtract, square, divide, two sums,
-        one multiply by a_g) over a chunk of about ``value_slope_chunk`` values that stays in
-        cache. An exp that overflows gives W_g/inf = 0, the bump's true (underflowing) value. Any
-        grid: grid updating makes it non-uniform, which rules out the uniform-grid recurrence
-        exp(−(a−gδ)²/2) = exp(−a²/2)·exp(agδ)·exp(−g²δ²/2); the exp per basis function is
-        what is left (most of the time). Single-threaded: the caller spreads row blocks over
-        the cores (``KANLayer.derivative_pointwise``)."""
-        xp = array_module(z)
-        w = self.width(grid, tau)  # (in,)
-        c = 0.5 * (grid[:, 0] + grid[:, -1])
-        nb, (out_dim, in_dim) = grid.shape[1], W.shape[:2]
-        knots = ((grid - c[:, None]) / w[:, None]).T  # a_g, (nb, in)
-        per_knot = (nb, out_dim, in_dim)  # operands laid out (out, in) per knot: contiguous passes
-        kr = xp.ascontiguousarray(xp.broadcast_to((knots * math.sqrt(0.5))[:, None, :], per_knot))
-        ka = xp.ascontiguousarray(xp.broadcast_to(knots[:, None, :], per_knot))
-        Wg = xp.ascontiguousarray(W.transpose(2, 0, 1))
-        S0, S1 = (xp.empty_like(z), xp.empty_like(z)) if out is None else out
-        n = z.shape[0]
-        k = 1 if xp is not np else -(-z.size // self.value_slope_chunk)  # chunks of equal size
-        with np.errstate(over="ignore"):  # exp((b − k_g)²) = inf far from every knot: W/inf = 0
-            for j in range(k):
-                r0, r1 = n * j // k, n * (j + 1) // k
-                if r1 == r0:
-                    continue
-                s0, s1 = S0[r0:r1], S1[r0:r1]
-                a = z[r0:r1] - c
-                a /= w
-                b = a * math.sqrt(0.5)
-                u, t = xp.empty_like(a), xp.empty_like(a)
-                for g in range(nb):
-                    xp.subtract(b, kr[g], out=u)
-                    xp.multiply(u, u, out=u)
-                    xp.exp(u, out=u)
-                    if g == 0:  # the sums start with the first knot's terms
-                        xp.divide(Wg[0], u, out=s0)
-                        xp.multiply(s0, ka[0], out=s1)
-                        continue
-                    xp.divide(Wg[g], u, out=t)
-                    s0 += t
-                    t *= ka[g]
-                    s1 += t
-                a *= s0
-                s1 -= a
-                s1 /= w
-        return S0, S1
 
 
 class BSpline(Basis):

@@ -1,54 +1,40 @@
-"""The KAN function layer (spec section 2).
+"""The KAN function layer (method §2).
 
 Every pair (i, o) of a layer owns one univariate function
 
-    φ_{i,o}(x) = w_base[i,o]·b(x) + w_sp[i,o]·Σ_g c[i,o,g]·B_g(x; grid_i, τ).
+    φ_{i,o}(x) = w_base[i,o]·b(x) + Σ_g W[i,o,g]·B_g(x; grid_i, τ),    W = w_sp ⊙ c,
 
-Two ways to use the same parameters:
+and the same parameters are used in two ways:
 
 * ``forward`` (a network layer): y_o = Σ_i φ_{i,o}(x_i), computed as two matrix products
-      y = b(x) @ w_base + reshape(B(x), [N, in·nb]) @ reshape(w_sp ⊙ c, [in·nb, out]);
-* ``forward_pointwise`` (the prior): f[n,o,i] = φ_{i,o}(z[n,o,i]), every function on its
-  own scalar input, no sum over i. With in = P and out = Q this is f_{q,p}(z_{q,p}) with
-  the (q, p) indexing explicit (spec 7.1). A prior's loss Σ_n d_n Σ_{o,i} f[n,o,i] with
-  constant per-sample weights d is ``weighted_pointwise``: value and parameter gradients
-  in one fused pass where the basis has ``weighted_sums`` (RBF).
+      y = b(x) @ w_base + reshape(B(x), [N, in·nb]) @ Wn,    Wn[(i,g), o] = W[i,o,g];
+* ``forward_pointwise`` (the priors): f[n,o,i] = φ_{i,o}(z[n,o,i]), every function on its
+  own scalar input, no sum over i. With in = P and out = Q this is f_{q,p}(z_{q,p}) with the
+  (q, p) indexing explicit (method §7): ``pointwise_spline`` is the one contraction
+  Σ_g W[i,o,g]·B_g, used for φ and, with the basis derivatives, for φ'.
 
-Forward caches what backward needs (the inputs and the basis values, and in the pointwise
-form what the basis can reuse, RBF's u; derivatives of the basis are formed in backward,
-and only those asked for); backward accumulates into
-``self.grads`` (or, with ``need_params=False``, returns only the input gradient a sampler
-needs). ``derivative_pointwise`` gives φ and φ' elementwise, for the prior's z-gradient.
+Forward caches what backward needs (inputs, basis values, and what the basis can reuse);
+backward accumulates into ``self.grads`` (``need_params=False``: only the input gradient,
+for samplers). The prior's hot paths have faster drop-ins in ``kaem/kernels`` (a fused loss
+that never forms the basis tensor, weights built once per step, row blocks over the CPU
+threads), registered against the functions marked ``@replaceable``.
 
-Spline weights: both forms contract the basis with W[o,i,g] = w_sp[i,o]·c[i,o,g]. The
-pointwise form reads W[o, i] directly, in the layout (out, in, nb) (``spline_weights``); the
-network form keeps W as one matrix Wn[(i,g), o] (in·nb, out) (``network_weights``), so that
-its three products (y = B Wn, ∂L/∂B = dy Wnᵀ, ∂L/∂Wn = Bᵀ dy) need no transposed operand
-and ∂L/∂Wn splits into the parameters' layout in cache-sized row blocks. W is rebuilt on
-every forward except inside a :func:`fixed_parameters` scope (a sampler's many evaluations,
-a training step's forwards and backwards, an evaluation), where each layer builds it once.
-
-Initialisation (spec 2): w_base = glorot-normal · (μ_scale + σ_base·(2n − 1))/√in with
-n ~ N(0, 1) per entry; w_sp = glorot-normal · σ_spline; c from the basis (least-squares
-fit of small noise on the grid, or the FFT / Chebyshev scalings).
+Initialisation (method §2): w_base = glorot-normal · (μ_scale + σ_base·(2n − 1))/√in with
+n ~ N(0, 1) per entry; w_sp = glorot-normal · σ_spline; c from the basis (least-squares fit
+of small noise on the grid, or the FFT / Chebyshev scalings).
 """
 from __future__ import annotations
 
-import itertools
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
-
-from kaem.nn.activations import get_activation
 from kaem.backend import Backend, array_module
+from kaem.kernels import replaceable
+from kaem.kernels.scope import fixed_parameters, parameters_changed
+from kaem.nn.activations import get_activation
 from kaem.nn.bases import make_basis
-from kaem.kernels.threads import map_blocks, row_blocks
 
-# the network form's weight passes (build of Wn, split of ∂L/∂W) work in row blocks of
-# about this many entries, so that their few elementwise passes run in cache (CPU)
-SPLIT_ELEMENTS = 1 << 17
+__all__ = ["KANLayer", "KANSpec", "fixed_parameters", "glorot_normal", "parameters_changed", "pointwise_spline"]
 
 
 @dataclass(frozen=True)
@@ -67,50 +53,21 @@ class KANSpec:
     init_tau: float = 1.0
     tau_trainable: bool = True
 
-    @classmethod
-    def from_section(cls, s: dict) -> "KANSpec":
-        """Read the reference's keys from a config section (EbmModel or GeneratorModel)."""
-        return cls(basis=s["spline_function"], grid_size=s["grid_size"], degree=s["spline_degree"],
-                   activation=s["base_activation"], grid_range=tuple(s["grid_range"]),
-                   eps_scale=s["ε_scale"], mu_scale=s["μ_scale"], sigma_base=s["σ_base"],
-                   sigma_spline=s["σ_spline"], init_tau=s["init_τ"], tau_trainable=s["τ_trainable"])
-
 
 def glorot_normal(rng: Any, shape: tuple[int, int], dtype: Any) -> Any:
     """N(0, 2/(fan_in + fan_out)) entries."""
     return rng.standard_normal(shape, dtype=dtype) * (2.0 / (shape[0] + shape[1])) ** 0.5
 
 
-# ---- W cache scope ---------------------------------------------------------------------
-# Why a scope and not a version counter: parameters are plain arrays written in place by
-# the optimiser, grid updating, checkpoint restore and by tests (finite differences poke
-# single entries), so no counter can see every write. Instead W is reused only while a
-# scope declares the parameters constant: outside one every forward rebuilds W (so any
-# write is seen), and each scope gets a fresh id (so nothing survives from one scope to the
-# next). Nothing in the library writes parameters or grids inside a scope; grid updating
-# and ``KAEM.load_arrays`` call :func:`parameters_changed`, which starts a new id anyway.
-_scope: list = [None]  # id of the open scope, None outside
-_scope_ids = itertools.count(1)
+def pointwise_spline(B: Any, W: Any) -> Any:
+    """s[n,o,i] = Σ_g B[n,o,i,g] W[o,i,g]: the spline part of φ_{i,o} on its own input.
 
-
-@contextmanager
-def fixed_parameters() -> Iterator[None]:
-    """Declare every KAN layer's parameters and grid constant for the ``with`` block: each
-    layer then builds W = w_sp ⊙ c once and reuses it. Nested scopes share the outer one."""
-    if _scope[0] is not None:
-        yield
-        return
-    _scope[0] = next(_scope_ids)
-    try:
-        yield
-    finally:
-        _scope[0] = None
-
-
-def parameters_changed() -> None:
-    """Parameters or grids were written: forget W built in the open scope (if any)."""
-    if _scope[0] is not None:
-        _scope[0] = next(_scope_ids)
+    B (N, out, in, nb), or (N, 1, in, nb) for inputs shared by every out (then a matmul
+    batched over i); W (out, in, nb) -> (N, out, in). With B' = ∂B/∂x it gives φ's slope."""
+    xp = array_module(B)
+    if B.shape[1] == 1 and W.shape[0] > 1:
+        return (B[:, 0].transpose(1, 0, 2) @ W.transpose(1, 2, 0)).transpose(1, 2, 0)
+    return xp.einsum("noig,oig->noi", B, W)
 
 
 class KANLayer:
@@ -147,8 +104,6 @@ class KANLayer:
             self.buffers["tau"] = tau
         self.grads = {k: xp.zeros_like(v) for k, v in self.params.items()}  # same memory layout as θ
         self._cache: tuple = ()
-        self._W: dict = {}  # form -> (scope id, W) built inside a fixed_parameters scope
-        self._dWn: Any = None  # (in·nb, out) scratch for ∂L/∂Wn, reused across steps
 
     @property
     def tau(self) -> Any:
@@ -160,43 +115,40 @@ class KANLayer:
 
     def keep_rows(self, rows: Any) -> None:
         """Keep only the samples ``rows`` (indices) in the forward cache: the next backward
-        takes dy for those rows alone, as if the forward had seen only them."""
+        takes dy for those rows alone, as if the forward had seen only them (the kernel that
+        drops samples with no gradient, ``kaem/kernels/live_rows.py``)."""
         x, b, db, B, W, aux = self._cache
         self._cache = tuple(None if a is None else a[rows] for a in (x, b, db, B)) + (W, None if aux is None else aux[rows])
 
-    def _weights(self, form: str, build: Any) -> Any:
-        """W of one form from ``build()``: once per :func:`fixed_parameters` scope, on every
-        call outside one (and then not kept)."""
-        sid = _scope[0]
-        hit = self._W.get(form)
-        if sid is not None and hit is not None and hit[0] == sid:
-            return hit[1]
-        W = build()
-        self._W[form] = (sid, W if sid is not None else None)
-        return W
-
+    # ---- the spline weights W = w_sp ⊙ c in each form's layout ---------------------------
+    @replaceable("KANLayer.spline_weights")
     def spline_weights(self) -> Any:
         """W[o, i, g] = w_sp[i,o]·c[i,o,g], shape (out, in, nb) (the pointwise form)."""
-        def build() -> Any:
-            p = self.params
-            xp, c = array_module(p["coef"]), p["coef"]
-            W = xp.empty((c.shape[1], c.shape[0], c.shape[2]), dtype=xp.result_type(c, p["w_sp"]))
-            xp.multiply(c.transpose(1, 0, 2), p["w_sp"].T[:, :, None], out=W)  # one pass, written in W's layout
-            return W
-        return self._weights("pointwise", build)
+        p = self.params
+        return (p["coef"] * p["w_sp"][:, :, None]).transpose(1, 0, 2)
 
+    @replaceable("KANLayer.network_weights")
     def network_weights(self) -> Any:
         """Wn[(i, g), o] = w_sp[i,o]·c[i,o,g], shape (in·nb, out) (the network form's matrix)."""
-        def build() -> Any:
-            p = self.params
-            xp, c, w = array_module(p["coef"]), p["coef"], p["w_sp"]
-            I, O, G = c.shape
-            Wn = xp.empty((I, G, O), dtype=xp.result_type(c, w))
-            # one pass per row block of i; c is stored as (in, nb, out) (``_stored_as_igo``), so it is read in order
-            map_blocks(lambda a, b: xp.multiply(c[a:b].transpose(0, 2, 1), w[a:b, None, :], out=Wn[a:b]),
-                       row_blocks(xp, I, _rows_per_block(O * G)))
-            return Wn.reshape(I * G, O)
-        return self._weights("network", build)
+        p = self.params
+        I, O, G = p["coef"].shape
+        return (p["coef"] * p["w_sp"][:, :, None]).transpose(0, 2, 1).reshape(I * G, O)
+
+    @replaceable("KANLayer.accumulate_weight_grads")
+    def accumulate_weight_grads(self, dW: Any) -> None:
+        """Split ∂L/∂W[i,o,g] (in, out, nb), any strides, into the parameters:
+        ∂L/∂c = ∂L/∂W ⊙ w_sp,  ∂L/∂w_sp = Σ_g ∂L/∂W ⊙ c."""
+        p, g = self.params, self.grads
+        g["coef"] += dW * p["w_sp"][:, :, None]
+        g["w_sp"] += (dW * p["coef"]).sum(axis=-1)
+
+    @replaceable("KANLayer.network_weight_grads")
+    def network_weight_grads(self, B: Any, dy: Any) -> None:
+        """∂L/∂Wn = Bᵀ dy (in·nb, out) from the forward's basis B (N, in, nb) and dy (N, out),
+        split into the parameters (``accumulate_weight_grads``)."""
+        I, O, G = self.params["coef"].shape
+        dWn = B.reshape(B.shape[0], -1).T @ dy
+        self.accumulate_weight_grads(dWn.reshape(I, G, O).transpose(0, 2, 1))
 
     def _need_dtau(self, need_params: bool) -> bool:
         return need_params and "tau" in self.grads
@@ -223,18 +175,13 @@ class KANLayer:
         """dy (N, out) -> dx (N, in); adds ∂L/∂θ into ``self.grads`` unless ``need_params``
         is False (a sampler wants only dx).
 
-        ∂L/∂Wn = Bᵀ dy (in·nb, out), then split into w_sp and coef; ∂L/∂B = dy Wnᵀ;
+        ∂L/∂Wn = Bᵀ dy, split into w_sp and coef; ∂L/∂B = dy Wnᵀ;
         dx = b'(x)·(dy w_baseᵀ) + Σ_g ∂L/∂B_g ∂B_g/∂x, dτ = Σ ∂L/∂B ∂B/∂τ (``Basis.backward``).
         """
         x, b, db, B, Wn, _ = self._cache
-        N, p, g = x.shape[0], self.params, self.grads
+        p, g = self.params, self.grads
         if need_params:
-            xp = array_module(dy)
-            if self._dWn is None or self._dWn.shape != Wn.shape or self._dWn.dtype != Wn.dtype:
-                self._dWn = xp.empty(Wn.shape, dtype=Wn.dtype)
-            xp.matmul(B.reshape(N, -1).T, dy, out=self._dWn)
-            I, O, G = p["coef"].shape
-            self._split_weight_grads(self._dWn.reshape(I, G, O).transpose(0, 2, 1), scratch=True)
+            self.network_weight_grads(B, dy)
             if b is not None:
                 g["w_base"] += b.T @ dy
         need_tau = self._need_dtau(need_params)
@@ -250,60 +197,17 @@ class KANLayer:
             dx += db * (dy @ p["w_base"].T)
         return dx
 
-    def _add_weight_grads(self, dW: Any) -> None:
-        """Split ∂L/∂W (out, in, nb), the pointwise form's layout, into the parameters."""
-        self._split_weight_grads(dW.transpose(1, 0, 2))
-
-    def _split_weight_grads(self, dW: Any, scratch: bool = False) -> None:
-        """Split ∂L/∂W into the parameters: ∂c = ∂W·w_sp, ∂w_sp = Σ_g ∂W·c.
-
-        dW[i, o, g] (in, out, nb), any strides (a transposed view of either form's ∂L/∂W);
-        ``scratch``: dW is the caller's scratch and may be overwritten. Computed on the
-        (in, nb, out) views of dW, c and ∂c, in which c is stored: every pass is contiguous
-        and the sum over g adds rows. In row blocks of i over the CPU threads, each in
-        cache-sized chunks; a dW in another layout is copied chunk by chunk first."""
-        xp = array_module(dW)
-        p, g = self.params, self.grads
-        c, w, gc, gw = (p["coef"].transpose(0, 2, 1), p["w_sp"], g["coef"].transpose(0, 2, 1), g["w_sp"])
-        d = dW.transpose(0, 2, 1)  # (in, nb, out)
-        I, G, O = c.shape
-        rows = _rows_per_block(O * G) if xp is np else I
-        in_place = scratch and d.flags.c_contiguous
-
-        def run(a: int, b: int) -> None:
-            t = None if in_place else xp.empty((min(rows, b - a), G, O), dtype=gc.dtype)
-            u = xp.empty((min(rows, b - a), G, O), dtype=gc.dtype)
-            for i0 in range(a, b, rows):  # cache-sized chunks of rows, not a loop over entries
-                i1 = min(b, i0 + rows)
-                ui = u[:i1 - i0]
-                if in_place:
-                    ti = d[i0:i1]
-                else:
-                    ti = t[:i1 - i0]
-                    ti[...] = d[i0:i1]
-                xp.multiply(ti, c[i0:i1], out=ui)
-                gw[i0:i1] += ui.sum(axis=1)
-                ti *= w[i0:i1, None, :]
-                gc[i0:i1] += ti
-
-        map_blocks(run, row_blocks(xp, I, rows))
-
     # ---- pointwise form: f[n,o,i] = φ_{i,o}(z[n,o,i]) -----------------------------------
     def forward_pointwise(self, z: Any, cache: bool = True) -> Any:
         """z (N, out, in) -> f (N, out, in), each function on its own input; no sum over i.
 
-        z may also be (N, 1, in): every out shares the inputs (quadrature nodes). Then the
-        basis is evaluated once per (n, i) and the contraction over g is a matmul batched
-        over i, f[n,o,i] = Σ_g B[n,i,g] W[o,i,g].
+        z may also be (N, 1, in): every out shares the inputs (quadrature nodes); the basis
+        is then evaluated once per (n, i) (``pointwise_spline``).
         """
-        xp = array_module(z)
         W = self.spline_weights()  # (out, in, nb)
         grid, tau = self.buffers["grid"], self.tau
         B, aux = self.basis.evaluate_cached(z, grid, tau) if cache else (self.basis.evaluate(z, grid, tau), None)
-        if z.shape[1] == 1 and self.out_dim > 1:
-            f = (B[:, 0].transpose(1, 0, 2) @ W.transpose(1, 2, 0)).transpose(1, 2, 0)
-        else:
-            f = xp.einsum("noig,oig->noi", B, W)
+        f = pointwise_spline(B, W)
         b = db = None
         if self.has_base_branch:
             b, db = self.act(z)
@@ -315,10 +219,12 @@ class KANLayer:
     def backward_pointwise(self, df: Any, need_dz: bool = True) -> Any:
         """df (N, out, in) -> dz shaped like the forward's z; adds ∂L/∂θ into ``self.grads``.
 
+        ∂L/∂W[o,i,g] = Σ_n df[n,o,i] B[n,o,i,g],  ∂L/∂w_base = Σ_n df ⊙ b,
+        ∂L/∂B = df ⊙ W,  dz = Σ_g ∂L/∂B_g ∂B_g/∂z + df ⊙ w_base b'(z),  dτ = Σ ∂L/∂B ∂B/∂τ.
+
         df may be (N, 1, 1) when every function of sample n gets the same weight df[n] (a
         prior's log density Σ_{o,i} f): then ∂L/∂W = Σ_n df_n B[n] is one matrix-vector
-        product and dτ = Σ_{o,i,g} W · Σ_n df_n ∂B[n]/∂τ another, with no (N, out, in, nb)
-        temporary for ∂L/∂B."""
+        product, and without dz so is dτ, with no (N, out, in, nb) temporary for ∂L/∂B."""
         xp = array_module(df)
         z, b, db, B, W, aux = self._cache
         p, g = self.params, self.grads
@@ -328,11 +234,11 @@ class KANLayer:
         if per_sample:
             d = df.reshape(1, N)
             dW = (d @ B.reshape(N, -1)).reshape(W.shape)
-        elif shared:  # Σ_n df[n,o,i] B[n,i,g] as a matmul batched over i (contiguous df: 20-35% faster)
+        elif shared:  # Σ_n df[n,o,i] B[n,i,g] as a matmul batched over i
             dW = (xp.ascontiguousarray(df.transpose(2, 1, 0)) @ B[:, 0].transpose(1, 0, 2)).transpose(1, 0, 2)
         else:
             dW = xp.einsum("noi,noig->oig", df, B)
-        self._add_weight_grads(dW)
+        self.accumulate_weight_grads(dW.transpose(1, 0, 2))
         if b is not None:
             g["w_base"] += (df * b).sum(0).T
         need_tau = self._need_dtau(True)
@@ -355,78 +261,34 @@ class KANLayer:
             dz += (df * p["w_base"].T).sum(1, keepdims=True) * db if shared else df * db * p["w_base"].T
         return dz
 
+    @replaceable("KANLayer.weighted_pointwise")
     def weighted_pointwise(self, z: Any, d: Any) -> Any:
         """L = Σ_n d_n Σ_{o,i} φ_{i,o}(z[n,o,i]) for z (N, out, in) and constant per-sample
-        weights d (N,); ∂L/∂θ accumulate into ``self.grads``. The same as ``forward_pointwise``
-        then ``backward_pointwise(d[:, None, None], need_dz=False)``, but fused when the basis
-        offers ``weighted_sums`` (RBF): the weights enter only through
+        weights d (N,), returned as a 0-d array; ∂L/∂θ accumulate into ``self.grads``: a
+        prior's loss term, as ``forward_pointwise`` then ``backward_pointwise(d)``."""
+        f = self.forward_pointwise(z)
+        self.backward_pointwise(d[:, None, None], need_dz=False)
+        return d @ f.reshape(z.shape[0], -1).sum(axis=1)
 
-            S = Σ_n d_n B(z_n),  T = Σ_n d_n ∂B(z_n)/∂τ   (out, in, nb),  β = Σ_n d_n b(z_n)  (out, in),
-            L = Σ W ⊙ S + Σ w_baseᵀ ⊙ β,   ∂L/∂W = S,   ∂L/∂τ = Σ W ⊙ T,   ∂L/∂w_base = βᵀ,
-
-        so neither the (N, out, in, nb) basis tensor nor the per-sample f is formed. Returns
-        L (0-d), or None when the basis has no fused form (nothing is computed then)."""
-        sums = self.basis.weighted_sums(z, d, self.buffers["grid"], self.tau, self._need_dtau(True))
-        if sums is None:
-            return None
-        S, T = sums
-        W, g = self.spline_weights(), self.grads
-        loss = (W * S).sum()
-        self._add_weight_grads(S)
-        if T is not None:
-            g["tau"] += (W * T).sum()
-        if self.has_base_branch:
-            N = z.shape[0]
-            beta = (d @ self.act(z)[0].reshape(N, -1)).reshape(z.shape[1:])  # (out, in)
-            loss = loss + (beta * self.params["w_base"].T).sum()
-            g["w_base"] += beta.T
-        return loss
-
+    @replaceable("KANLayer.derivative_pointwise")
     def derivative_pointwise(self, z: Any) -> tuple[Any, Any]:
-        """f[n,o,i] = φ_{i,o}(z[n,o,i]) and its derivative φ'_{i,o}(z[n,o,i]); z (N, out, in), or
-        (N, 1, in) for inputs shared by every out (as in ``forward_pointwise``).
-
-        What a sampler needs from the prior: values and z-gradients, no parameter
-        gradients and no cache. φ' = w_base·b'(z) + Σ_g W[o,i,g] B'_g(z)
-        (``Basis.value_and_slope``: RBF never forms the (N, out, in, nb) basis tensor).
-        On the CPU the samples are split into one row block per core, each computed whole
-        (spline part, then the base branch while the block is in cache): every value is
-        computed alone, so the blocking changes no result.
-        """
+        """f[n,o,i] = φ_{i,o}(z[n,o,i]) and its slope φ'_{i,o}(z[n,o,i]) = w_base·b'(z) +
+        Σ_g W B'_g(z): z (N, out, in) or (N, 1, in) (inputs shared by every out) -> two
+        (N, out, in) arrays. What a sampler needs from the prior: no cache, no parameter
+        gradients."""
+        B, Bz, _ = self.basis.evaluate(z, self.buffers["grid"], self.tau, derivs=True, dtau=False)
         W = self.spline_weights()
-        if z.shape[1] == 1 and self.out_dim > 1:  # inputs shared by every out, as in forward_pointwise
-            B, Bz, _ = self.basis.evaluate(z, self.buffers["grid"], self.tau, derivs=True, dtau=False)
-            Wi = W.transpose(1, 2, 0)  # (in, nb, out)
-            f = (B[:, 0].transpose(1, 0, 2) @ Wi).transpose(1, 2, 0)
-            df = (Bz[:, 0].transpose(1, 0, 2) @ Wi).transpose(1, 2, 0)
-            if self.has_base_branch:
-                self._add_base_slope(z, f, df)
-            return f, df
-        xp = array_module(z)
-        dtype = xp.result_type(z, W)
-        f, df = xp.empty(z.shape, dtype=dtype), xp.empty(z.shape, dtype=dtype)
-
-        def block(r0: int, r1: int) -> None:
-            zb, fb, dfb = z[r0:r1], f[r0:r1], df[r0:r1]
-            self.basis.value_and_slope(zb, self.buffers["grid"], self.tau, W, out=(fb, dfb))
-            if self.has_base_branch:
-                self._add_base_slope(zb, fb, dfb)
-
-        per_row = z[0].size or 1  # a block of at least ~2^12 values: thread start-up is paid back
-        map_blocks(block, row_blocks(xp, z.shape[0], max(1, 4096 // per_row)))
+        f, df = pointwise_spline(B, W), pointwise_spline(Bz, W)
+        if self.has_base_branch:
+            self.add_base_slope(z, f, df)
         return f, df
 
-    def _add_base_slope(self, z: Any, f: Any, df: Any) -> None:
+    def add_base_slope(self, z: Any, f: Any, df: Any) -> None:
         """f += w_base·b(z), df += w_base·b'(z), in place; z (N, out, in) or (N, 1, in)."""
         b, db = self.act(z)  # may alias z (identity activation): not written in place
         wb = self.params["w_base"].T
         f += b * wb
         df += db * wb
-
-
-def _rows_per_block(row_size: int) -> int:
-    """Rows of ``row_size`` entries that make one cache-sized block (at least one)."""
-    return max(1, SPLIT_ELEMENTS // max(1, row_size))
 
 
 def _stored_as_igo(xp: Any, coef: Any) -> Any:

@@ -18,13 +18,15 @@ the loss). The prior's part of every loss is the prior's own ``prior_loss``
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kaem.model import KAEM
 from kaem.objectives.importance import is_loss_and_grad, is_step, posterior_draws
 from kaem.objectives.langevin import langevin_loss_and_grad, langevin_step
 from kaem.objectives.thermodynamic import thermo_loss_and_grad, thermo_step
 from kaem.samplers import ti_weights
+
+if TYPE_CHECKING:  # the model is only a type here: it is built from the objectives' settings
+    from kaem.model import KAEM
 
 MODES = ("is", "ula", "automala", "thermo")
 
@@ -46,7 +48,7 @@ def training_step(model: KAEM, x: Any, rng: Any, iteration: int = 0, n_updates: 
     """The gradient evaluation of the objective the config selects (:func:`objective_mode`):
     :func:`is_step`, :func:`langevin_step` or :func:`thermo_step`. Fills
     ``model.gradients()``; returns the loss and the step's diagnostics."""
-    mode = objective_mode(model.cfg)
+    mode = model.objective.mode
     if mode == "is":
         return is_step(model, x, rng)
     if mode == "thermo":

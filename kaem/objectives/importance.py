@@ -15,11 +15,13 @@ parameters, which is what the finite-difference tests check.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from kaem.nn.kan import fixed_parameters
-from kaem.model import KAEM
 from kaem.objectives.resampling import importance_weights, systematic_indices
+
+if TYPE_CHECKING:  # the model is only a type here: it is built from the objectives' settings
+    from kaem.model import KAEM
 
 
 def is_loss_and_grad(model: KAEM, x: Any, z: Any, weigh: Callable[[Any], Any], z_cd: Any = None,
@@ -52,23 +54,22 @@ def is_loss_and_grad(model: KAEM, x: Any, z: Any, weigh: Callable[[Any], Any], z
 
 @fixed_parameters()  # W = w_sp ⊙ c built once for the step's forwards and backwards
 def is_step(model: KAEM, x: Any, rng: Any) -> tuple[Any, dict[str, Any]]:
-    """One importance-sampling gradient evaluation with the model's TRAINING settings.
+    """One importance-sampling gradient evaluation with the model's settings
+    (``model.objective.importance``).
 
     Draws S prior samples (and S fresh ones for contrastive divergence), weighs them with
-    the resampler and threshold from the config, and fills ``model.gradients()``.
+    the resampler and threshold, and fills ``model.gradients()``.
     Returns the loss and device-side diagnostics: mean ESS, fraction of rows resampled, and
     the samples z with their weights w (for grid updating).
     """
-    t = model.cfg["TRAINING"]
-    S = t["importance_sample_size"]
-    cd = t["contrastive_divergence_training"]
+    s = model.objective.importance
+    S, cd = s.samples, s.contrastive
     z_all = model.sample_prior(2 * S if cd else S, rng)  # one inverse-transform pass
     z, z_cd = (z_all[:S], z_all[S:]) if cd else (z_all, None)
     diag: dict[str, Any] = {}
 
     def weigh(ll: Any) -> Any:
-        w, e, low = importance_weights(ll, t["resampling_threshold_factor"],
-                                       model.cfg["GeneratorModel"]["resampler"], rng)
+        w, e, low = importance_weights(ll, s.ess_threshold, s.resampler, rng)
         diag["ess"], diag["resampled"] = e.mean(), low.mean()
         return w
 

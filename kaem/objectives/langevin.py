@@ -26,13 +26,15 @@ during a step, so the spline weights may be built once for the sampler's many ev
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaem.likelihood.posterior import KAEMPosterior
 from kaem.samplers.target import chain_rows
-from kaem.model import KAEM
 from kaem.nn.kan import fixed_parameters
 from kaem.samplers import automala, ula
+
+if TYPE_CHECKING:  # the model is only a type here: it is built from the objectives' settings
+    from kaem.model import KAEM
 
 
 def check_prior_term(z_cd: Any, exact_logZ: bool) -> None:
@@ -96,8 +98,8 @@ def adapted_step_sizes(xp: Any, step_out: Any, n_rungs: int) -> Any:
 
 @fixed_parameters()
 def langevin_step(model: KAEM, x: Any, rng: Any, state: dict | None = None) -> tuple[Any, dict[str, Any]]:
-    """One Langevin-MLE gradient evaluation with the model's config (ULA, or autoMALA when
-    ``POST_LANGEVIN.use_autoMALA``); fills ``model.gradients()``.
+    """One Langevin-MLE gradient evaluation with the model's settings
+    (``model.objective.langevin``: ULA, or autoMALA); fills ``model.gradients()``.
 
     ``state`` (a dict, updated in place) carries autoMALA's adapted step size θ₀ from one
     training iteration to the next (``state["step_size"]``, a one-element device array).
@@ -105,24 +107,23 @@ def langevin_step(model: KAEM, x: Any, rng: Any, state: dict | None = None) -> t
     (1/B), "accept" (mean autoMALA acceptance probability; NaN for ULA), "step" (ULA η, or
     autoMALA's mean accepted leapfrog step θ), "swap" (NaN: no ladder).
     """
-    cfg = model.cfg
-    pl, cd = cfg["POST_LANGEVIN"], cfg["TRAINING"]["contrastive_divergence_training"]
-    xp = model.be.xp
+    s = model.objective.langevin
+    cd, xp = s.contrastive, model.be.xp
     B = x.shape[0]
     z_all = model.sample_prior(2 * B if cd else B, rng)  # chain inits (+ CD draws), one ITS pass
     z0, z_cd = (z_all[:B], z_all[B:]) if cd else (z_all, None)
     target = KAEMPosterior(model, x)
     diag: dict[str, Any] = {"swap": float("nan")}
-    if pl["use_autoMALA"]:
-        theta0 = start_step_sizes(xp, state, 1, pl["initial_step_size"], z0.dtype)[0]
-        z, info = automala(target, z0, 1.0, theta0, pl["iters"], rng, n_unadjusted=pl["N_unadjusted"],
-                           bounds=tuple(pl["step_size_bounds"]), eta_changerate=pl["autoMALA_η_changerate"])
+    if s.automala:
+        theta0 = start_step_sizes(xp, state, 1, s.step_size, z0.dtype)[0]
+        z, info = automala(target, z0, 1.0, theta0, s.steps, rng, n_unadjusted=s.n_unadjusted,
+                           bounds=s.step_bounds, eta_changerate=s.eta_changerate)
         if state is not None:
             state["step_size"] = adapted_step_sizes(xp, info.step_size_out, 1)
         diag["accept"], diag["step"] = nanmean(xp, info.acceptance_rate), info.mean_step.mean()
     else:
-        z = ula(target, z0, 1.0, pl["initial_step_size"], pl["iters"], rng)
-        diag["accept"], diag["step"] = float("nan"), float(pl["initial_step_size"])
+        z = ula(target, z0, 1.0, s.step_size, s.steps, rng)
+        diag["accept"], diag["step"] = float("nan"), float(s.step_size)
     loss, _ = langevin_loss_and_grad(model, x, z, z_cd=z_cd, exact_logZ=not cd, rng=rng)
     diag["z"], diag["w"] = z, xp.full((1, B), 1.0 / B, dtype=z.dtype)
     return loss, diag

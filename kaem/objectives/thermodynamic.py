@@ -16,14 +16,16 @@ constant (finite-difference checked) and ``thermo_step`` samples with the config
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaem.likelihood.posterior import KAEMPosterior
 from kaem.samplers.target import chain_rows
-from kaem.model import KAEM
 from kaem.nn.kan import fixed_parameters
 from kaem.objectives.langevin import adapted_step_sizes, check_prior_term, nanmean, start_step_sizes
 from kaem.samplers import p_schedule, temperature_ladder, thermo_sample, ti_weights
+
+if TYPE_CHECKING:  # the model is only a type here: it is built from the objectives' settings
+    from kaem.model import KAEM
 
 
 def thermo_loss_and_grad(model: KAEM, x: Any, z: Any, temps: Any, rule: str = "left", z_cd: Any = None,
@@ -67,43 +69,40 @@ def thermo_loss_and_grad(model: KAEM, x: Any, z: Any, temps: Any, rule: str = "l
 @fixed_parameters()
 def thermo_step(model: KAEM, x: Any, rng: Any, iteration: int = 0, n_updates: int = 1,
                 state: dict | None = None) -> tuple[Any, dict[str, Any]]:
-    """One thermodynamic-integration gradient evaluation; fills ``model.gradients()``.
+    """One thermodynamic-integration gradient evaluation with the model's settings
+    (``model.objective.thermo``); fills ``model.gradients()``.
 
     ``iteration``/``n_updates`` place the ladder exponent p on its schedule; ``state``
     carries autoMALA's per-rung adapted θ₀ (``state["step_size"]``, (N_t,) on the device).
     Returns the loss and diagnostics: "z" (B, *latent) the t = 1 chains, "w" (1, B), "accept"
     (autoMALA, NaN for ULA), "step", "swap" (replica-exchange acceptance rate), "p".
     """
-    cfg = model.cfg
-    ti, pl = cfg["THERMODYNAMIC_INTEGRATION"], cfg["POST_LANGEVIN"]
-    cd = cfg["TRAINING"]["contrastive_divergence_training"]
-    xp = model.be.xp
-    n_t, B = ti["num_temps"], x.shape[0]
-    p = p_schedule(iteration, max(n_updates, 1), ti["p_start"], ti["p_end"], ti["num_cycles"])
+    s = model.objective.thermo
+    sampler, cd, xp = s.sampler, s.sampler.contrastive, model.be.xp
+    n_t, B = s.num_temps, x.shape[0]
+    p = p_schedule(iteration, max(n_updates, 1), s.p_start, s.p_end, s.num_cycles)
     temps = temperature_ladder(n_t, p)  # t_0 = 0 .. t_{N_t} = 1
     z_all = model.sample_prior((n_t + 1) * B, rng)  # rung 0 = prior samples; rungs 1.. inits
     target = KAEMPosterior(model, x)
     diag: dict[str, Any] = {"p": p}
-    if pl["use_autoMALA"]:
-        theta0 = xp.repeat(start_step_sizes(xp, state, n_t, pl["initial_step_size"], z_all.dtype), B)
+    if sampler.automala:
+        theta0 = xp.repeat(start_step_sizes(xp, state, n_t, sampler.step_size, z_all.dtype), B)
         zc, _, info = thermo_sample(
-            target, z_all[B:], temps[1:], ti["N_langevin_per_temp"], theta0, rng,
-            exchange_every=ti["replica_exchange_frequency"], sampler="automala",
-            n_unadjusted=pl["N_unadjusted"], bounds=tuple(pl["step_size_bounds"]),
-            eta_changerate=pl["autoMALA_η_changerate"])
+            target, z_all[B:], temps[1:], s.steps_per_temp, theta0, rng, exchange_every=s.exchange_every,
+            sampler="automala", n_unadjusted=sampler.n_unadjusted, bounds=sampler.step_bounds,
+            eta_changerate=sampler.eta_changerate)
         am = info["automala"]
         if state is not None:
             state["step_size"] = adapted_step_sizes(xp, am.step_size_out, n_t)
         diag["accept"], diag["step"] = nanmean(xp, am.acceptance_rate), am.mean_step.mean()
     else:
-        zc, _, info = thermo_sample(target, z_all[B:], temps[1:], ti["N_langevin_per_temp"],
-                                    pl["initial_step_size"], rng,
-                                    exchange_every=ti["replica_exchange_frequency"], sampler="ula")
-        diag["accept"], diag["step"] = float("nan"), float(pl["initial_step_size"])
+        zc, _, info = thermo_sample(target, z_all[B:], temps[1:], s.steps_per_temp, sampler.step_size, rng,
+                                    exchange_every=s.exchange_every, sampler="ula")
+        diag["accept"], diag["step"] = float("nan"), float(sampler.step_size)
     diag["swap"] = info["swap_rate"]
     z = z_all.reshape((n_t + 1, B) + z_all.shape[1:]).copy()
     z[1:] = zc.reshape((n_t, B) + zc.shape[1:])
-    loss, _ = thermo_loss_and_grad(model, x, z, temps, ti["integration_rule"],
+    loss, _ = thermo_loss_and_grad(model, x, z, temps, s.rule,
                                    z_cd=z[0] if cd else None, exact_logZ=not cd, rng=rng)
     diag["z"], diag["w"] = z[-1], xp.full((1, B), 1.0 / B, dtype=z.dtype)
     return loss, diag

@@ -1,5 +1,6 @@
-"""Images as PNG (Pillow), written atomically: sample grids, one file per sample (for FID
-tools such as torch-fidelity and clean-fid), and false-colour maps of scalar fields."""
+"""Images as PNG (Pillow), written atomically: sample grids (the PNG enlarged by pixel repetition
+so that it can be seen), one file per sample at the model's size (for FID tools such as
+torch-fidelity and clean-fid), and false-colour maps of scalar fields."""
 from __future__ import annotations
 
 import math
@@ -38,6 +39,22 @@ def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.
     return to_uint8(grid[None])[0]
 
 
+GRID_TARGET_PX = 512  # a sample grid's PNG is enlarged until its longer side is about this
+
+
+def grid_scale(height: int, width: int, target: int = GRID_TARGET_PX) -> int:
+    """The integer factor k ≥ 1 that brings a grid's longer side L = max(height, width) nearest
+    to ``target`` pixels: k = max(1, round(target / L)). Never below 1, so a grid already
+    ``target`` or more pixels long is kept as it is (64 MNIST tiles: 242 px -> k = 2, 484 px)."""
+    return max(1, round(target / max(int(height), int(width), 1)))
+
+
+def upscale(array: np.ndarray, k: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of an image (H, W) or (H, W, 3) by an integer k: every pixel
+    becomes a k × k block, (H·k, W·k[, 3])."""
+    return array if k == 1 else np.repeat(np.repeat(array, k, axis=0), k, axis=1)
+
+
 def save_png(path: str, array: np.ndarray) -> None:
     """Write a uint8 (H, W) or (H, W, 3) array as PNG, atomically."""
     with atomic_open(path, "wb", suffix=".png") as fh:
@@ -50,12 +67,14 @@ class NonFiniteImages(ValueError):
 
 def save_sample_grid(path: str, model: Any, n: int, rng: Any, require_finite: bool = False) -> np.ndarray:
     """Generate n images from ``model`` (prior -> generator means) with ``rng``, write them
-    as one PNG grid at ``path`` (atomically) and return them as host (n, C, H, W). With
-    ``require_finite``, non-finite pixels raise :class:`NonFiniteImages` and nothing is written."""
+    as one PNG grid at ``path`` (atomically), enlarged by ``grid_scale`` for viewing, and
+    return them as host (n, C, H, W) at the model's size. With ``require_finite``,
+    non-finite pixels raise :class:`NonFiniteImages` and nothing is written."""
     x = to_numpy(model.generate(n, rng)).reshape((n,) + tuple(model.data_shape))
     if require_finite and not np.isfinite(x).all():
         raise NonFiniteImages(f"{int((~np.isfinite(x)).sum())} of {x.size} generated pixels are non-finite (NaN or inf)")
-    save_png(path, image_grid(x))
+    grid = image_grid(x)
+    save_png(path, upscale(grid, grid_scale(*grid.shape[:2])))
     return x
 
 

@@ -42,32 +42,11 @@ Every prior offers the same interface to the model, the objectives and the sampl
 """
 from __future__ import annotations
 
-from typing import Any, Callable
-
-from kaem.backend import Backend
 from kaem.priors.deep import DeepPrior
 from kaem.priors.mixture import MixturePrior
 from kaem.priors.univariate import UnivariatePrior
 
-# name -> constructor from (config, backend, rng)
-PRIORS: dict[str, Callable[[Any, Backend, Any], Any]] = {
-    "univariate": UnivariatePrior.from_config,
-    "mixture": MixturePrior.from_config,
-    "deep": DeepPrior.from_config,
-}
+# name -> class; ``kaem/build.py`` chooses one and builds it from the config
+PRIORS: dict[str, type] = {"univariate": UnivariatePrior, "mixture": MixturePrior, "deep": DeepPrior}
 
-
-def prior_kind(cfg: Any) -> str:
-    """The prior a config selects: more than two EbmModel.layer_widths -> "deep",
-    MixtureModel.use_mixture_prior -> "mixture", else "univariate"."""
-    if len(cfg["EbmModel"]["layer_widths"]) > 2:
-        return "deep"
-    return "mixture" if cfg["MixtureModel"]["use_mixture_prior"] else "univariate"
-
-
-def make_prior(cfg: Any, be: Backend, rng: Any) -> Any:
-    """Build the prior the config selects (parameters drawn from ``rng``)."""
-    return PRIORS[prior_kind(cfg)](cfg, be, rng)
-
-
-__all__ = ["PRIORS", "DeepPrior", "MixturePrior", "UnivariatePrior", "make_prior", "prior_kind"]
+__all__ = ["PRIORS", "DeepPrior", "MixturePrior", "UnivariatePrior"]

@@ -66,13 +66,6 @@ class DeepPrior(VectorLatent):
                     else MLPGenerator(be, widths, rng, activation=spec.activation))
         self._z: Any = None
 
-    @classmethod
-    def from_config(cls, cfg: Any, be: Backend, rng: Any) -> "DeepPrior":
-        """EbmModel.layer_widths = (Q, ..., 1), EbmModel.deep_body, PRIOR_LANGEVIN."""
-        e, pl = cfg["EbmModel"], cfg["PRIOR_LANGEVIN"]
-        return cls(be, e["layer_widths"], e["deep_body"], KANSpec.from_section(e), rng,
-                   step_size=pl["step_size"], n_steps=pl["iters"])
-
     # ---- what the model, the optimiser and checkpoints see (latent_shape, to_input and
     # input_grad: VectorLatent) ---------------------------------------------------------------
     @property

@@ -51,11 +51,9 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-import numpy as np
-
 from kaem.backend import Backend
 from kaem.nn.kan import KANSpec
-from kaem.numerics import logsumexp, rowwise_interp, softmax
+from kaem.numerics import logsumexp, rowwise_interp
 from kaem.priors.quadrature import QuadratureDensities
 from kaem.priors.vector_latent import VectorLatent
 
@@ -79,15 +77,6 @@ class MixturePrior(VectorLatent, QuadratureDensities):
         self.P, self.Q, self.train_proportions = P, Q, train_proportions
         self.mix_params = {"logits": be.zeros((Q, P))} if train_proportions else {}  # start uniform
         self.mix_grads = {k: be.xp.zeros_like(v) for k, v in self.mix_params.items()}
-
-    @classmethod
-    def from_config(cls, cfg: Any, be: Backend, rng: Any) -> "MixturePrior":
-        """EbmModel.layer_widths = (P, Q): P components for each of Q coordinates."""
-        e = cfg["EbmModel"]
-        P, Q = e["layer_widths"]
-        return cls(be, int(P), int(Q), KANSpec.from_section(e), rng, pi0=e["π_0"], n_nodes=e["GaussQuad_nodes"],
-                   eps=cfg["TRAINING"]["eps"], quadrature=e["quadrature_method"],
-                   train_proportions=cfg["MixtureModel"]["train_proportions"])
 
     # ---- what the model, the optimiser and checkpoints see ---------------------------------
     @property
@@ -193,27 +182,21 @@ class MixturePrior(VectorLatent, QuadratureDensities):
         xp = self.be.xp
         n = z.shape[0]
         if with_logZ:
-            nodes, w = self.quadrature()
+            nodes, _ = self.quadrature()
             f = self.layer.forward_pointwise(xp.concatenate([z, nodes])[:, None, :], cache=True)
-            with np.errstate(divide="ignore"):  # π0 or a trapezium weight 0 -> mass 0
-                lpn, _, dth_n = self.pi0.log_pdf(nodes[:, None, :], param_derivs=True)
-                lm = f[n:] + lpn + xp.log(w)[:, None, :]
-            log_Z, self._z_softmax, self._z_dth = logsumexp(lm, axis=0), softmax(lm, axis=0), dth_n
+            log_Z = self.log_Z(cache=True, f_nodes=f[n:])
         else:
             f = self.layer.forward_pointwise(z[:, None, :], cache=True)
             log_Z = self.log_Z(cache=False)
-        lp0, dlp0, dth = self.log_pi0(z[:, None, :], param_derivs=True)
-        self._mix_cache = (n, dlp0, dth)
-        return self._mix(f[:n] + lp0, log_Z)
+        self._n = n
+        return self._mix(self.energy(f[:n], z[:, None, :], cache=True), log_Z)
 
     def _backward(self, de: Any, dlogZ: Any, dlog_alpha: Any, need_dz: bool) -> Any:
         """Gradients from ∂L/∂e at the cached z (N, P, Q), ∂L/∂log Z (P, Q) (None: log Z was a
         constant) and ∂L/∂log α (P, Q); returns ∂L/∂z (N, Q) or None."""
-        xp = self.be.xp
-        n, dlp0, dth = self._mix_cache
-        self.pi0.accumulate(dth, de)
+        xp, n = self.be.xp, self._n
         df = de
-        if dlogZ is not None:
+        if dlogZ is not None:  # ∂log Z/∂log g(x_k) = softmax_k of the log masses
             dlm = dlogZ[None] * self._z_softmax
             self.pi0.accumulate(self._z_dth, dlm)
             df = xp.concatenate([de, dlm])
@@ -222,9 +205,8 @@ class MixturePrior(VectorLatent, QuadratureDensities):
             dla = dlog_alpha.T  # (Q, P)
             self.mix_grads["logits"] += dla - alpha * dla.sum(axis=1, keepdims=True)
         dx = self.layer.backward_pointwise(df, need_dz=need_dz)
-        if dx is None:
-            return None
-        return dx[:n, 0, :] + (de * dlp0).sum(axis=1)
+        dz = self.energy_input_grad(de, None if dx is None else dx[:n])
+        return None if dz is None else dz[:, 0, :]
 
     # ---- inverse transform sampling -----------------------------------------------------------
     def sample(self, n: int, rng: Any) -> Any:

@@ -34,24 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from kaem.backend import Backend, array_module
+from kaem.backend import Backend
 from kaem.nn.grid_update import prior_domain_from_grid, update_pointwise_grid
+from kaem.kernels import replaceable
 from kaem.nn.kan import KANLayer, KANSpec
 from kaem.numerics import logsumexp, softmax
 from kaem.priors.pi0 import BaseDensity
-
-
-def weighted_rows(z: Any, d: Any) -> tuple[Any, Any]:
-    """z (N, ...) and d (N,) without the samples whose weight d_n is 0, which add exactly
-    nothing to Σ_n d_n e(z_n) or its gradients: after importance resampling about 40% of
-    the posterior samples have no weight (FMNIST, IS). On the CPU only; on the GPU every
-    sample is kept, since counting them would be a device-to-host sync."""
-    if array_module(d) is not np:
-        return z, d
-    live = d != 0
-    if live.all() or not live.any():
-        return z, d
-    return z[live], d[live]
 
 
 class GaussLegendre:
@@ -191,38 +179,41 @@ class QuadratureDensities:
         out = (xp.log(p + self.eps), s * dlp)
         return out + ({k: s * d for k, d in dth[0].items()},) if param_derivs else out
 
-    def log_energy(self, z: Any, cache: bool = True) -> Any:
-        """e[n,o,i] = f_{o,i}(z[n,o,i]) + log(π0(z[n,o,i]) + ε);  z (N, O, I), or (N, 1, I)
-        for inputs shared by all O functions  ->  (N, O, I)."""
-        f = self.layer.forward_pointwise(z, cache=cache)
+    def energy(self, f: Any, z: Any, cache: bool = False) -> Any:
+        """e = f + log(π0(z) + ε): the energy of every density at its input, from the layer's
+        values f there; z (N, O, I), or (N, 1, I) for inputs shared by all O functions. With
+        ``cache`` keeps what ``log_energy_backward`` needs of π0."""
         if not cache:
             return f + self.log_pi0(z)[0]
         lp0, dlp0, dth = self.log_pi0(z, param_derivs=True)
         self._e_cache = (z.shape[1] == 1, dlp0, dth)
         return f + lp0
 
-    def log_energy_backward(self, de: Any, need_dz: bool = True) -> Any:
-        """de (N, O, I) = ∂L/∂e -> ∂L/∂z shaped like the forward's z; parameter gradients
-        (layer and π0) accumulate."""
+    def log_energy(self, z: Any, cache: bool = True) -> Any:
+        """e[n,o,i] = f_{o,i}(z[n,o,i]) + log(π0(z[n,o,i]) + ε);  z (N, O, I), or (N, 1, I)
+        for inputs shared by all O functions  ->  (N, O, I)."""
+        return self.energy(self.layer.forward_pointwise(z, cache=cache), z, cache)
+
+    def energy_input_grad(self, de: Any, dz: Any) -> Any:
+        """∂L/∂z from the layer's dz and π0's part de ⊙ (log(π0 + ε))', with the π0
+        parameter gradients accumulated (the cache of the last ``energy``)."""
         shared, dlp0, dth = self._e_cache
         self.pi0.accumulate(dth, de)
-        dz = self.layer.backward_pointwise(de, need_dz=need_dz)
         if dz is None:
             return None
         return dz + ((de * dlp0).sum(axis=1, keepdims=True) if shared else de * dlp0)
 
+    def log_energy_backward(self, de: Any, need_dz: bool = True) -> Any:
+        """de (N, O, I) = ∂L/∂e -> ∂L/∂z shaped like the forward's z; parameter gradients
+        (layer and π0) accumulate."""
+        return self.energy_input_grad(de, self.layer.backward_pointwise(de, need_dz=need_dz))
+
+    @replaceable("QuadratureDensities.weighted_log_energy")
     def weighted_log_energy(self, z: Any, d: Any) -> Any:
         """L = Σ_n d_n Σ_{o,i} e[n,o,i] for z (N, O, I) and constant weights d (N,); parameter
-        gradients (layer and π0) accumulate. The layer's part is fused where its basis allows
-        (``KANLayer.weighted_pointwise``: no basis tensor, no per-sample f), else it is
-        ``log_energy`` + ``log_energy_backward``. Returns L (0-d). Samples with d_n = 0
-        are dropped first on the CPU (``weighted_rows``)."""
-        z, d = weighted_rows(z, d)
+        gradients (layer and π0) accumulate. Returns L (0-d). The layer's part is
+        ``KANLayer.weighted_pointwise``, π0's is added here."""
         f = self.layer.weighted_pointwise(z, d)
-        if f is None:  # the reference path
-            e = self.log_energy(z)
-            self.log_energy_backward(d[:, None, None], need_dz=False)
-            return d @ e.reshape(z.shape[0], -1).sum(axis=1)
         if self.pi0.flat:  # log(π0 + ε) = log(1 + ε) everywhere, no parameters
             return f + math.log1p(self.eps) * (z[0].size * d.sum())
         lp0, _, dth = self.log_pi0(z, param_derivs=True)
@@ -253,21 +244,25 @@ class QuadratureDensities:
         lo, hi = self.interval()
         return self.rule.rule(lo, hi, points, refine)
 
-    def _log_integrand(self, nodes: Any, cache: bool) -> Any:
-        """log g = f_{o,i}(x_k) + log π0(x_k) at the nodes (K, I) -> (K, O, I)."""
-        x = nodes[:, None, :]  # every o shares the nodes of its input
-        f = self.layer.forward_pointwise(x, cache=cache)
+    def log_integrand(self, x: Any, cache: bool = False, f: Any = None) -> Any:
+        """log g = f_{o,i}(x) + log π0(x), the integrand of Z (no ε), at points x (K, I) shared
+        by every o -> (K, O, I). ``f``: the layer's values there if already computed (the
+        mixture's one pass over samples and nodes). ``cache``: keep π0's parameter
+        derivatives for ``log_Z_backward``."""
+        if f is None:
+            f = self.layer.forward_pointwise(x[:, None, :], cache=cache)
         with np.errstate(divide="ignore"):
-            lp, _, dth = self.pi0.log_pdf(x, param_derivs=True)
+            lp, _, dth = self.pi0.log_pdf(x[:, None, :], param_derivs=True)
         if cache:
             self._z_dth = dth
         return f + lp
 
-    def log_Z(self, cache: bool = True, refine: int = 1) -> Any:
-        """log Z_{o,i} = log Σ_k w_k exp(f_{o,i}(x_k)) π0(x_k);  -> (O, I)."""
+    def log_Z(self, cache: bool = True, refine: int = 1, f_nodes: Any = None) -> Any:
+        """log Z_{o,i} = log Σ_k w_k exp(f_{o,i}(x_k)) π0(x_k);  -> (O, I). ``f_nodes``: the
+        layer's values at the rule's nodes, if already computed."""
         nodes, w = self.quadrature(refine)
         with np.errstate(divide="ignore"):  # zero weights (trapezium ends) -> mass 0
-            lm = self._log_integrand(nodes, cache) + self.be.xp.log(w)[:, None, :]
+            lm = self.log_integrand(nodes, cache, f_nodes) + self.be.xp.log(w)[:, None, :]
         if cache:
             self._z_softmax = softmax(lm, axis=0)
         return logsumexp(lm, axis=0)
@@ -293,7 +288,7 @@ class QuadratureDensities:
         nodes, w = self.quadrature()
         lo, _ = self.interval()
         with np.errstate(divide="ignore"):
-            edges, lcell = self.rule.cells(nodes, w, lo, self._log_integrand(nodes, cache=False))
+            edges, lcell = self.rule.cells(nodes, w, lo, self.log_integrand(nodes))
         C = lcell.shape[0]
         mass = lcell - lcell.max(axis=0, keepdims=True)
         xp.exp(mass, out=mass)
@@ -315,10 +310,7 @@ class QuadratureDensities:
     def densities(self, x: Any) -> Any:
         """π_{o,i}(x[n, i]) = exp(f_{o,i}(x) + log π0(x) − log Z_{o,i}) (no ε: the density the
         sampler draws from);  x (n, I) -> (n, O, I)."""
-        f = self.layer.forward_pointwise(x[:, None, :], cache=False)
-        with np.errstate(divide="ignore"):
-            lp = self.pi0.log_pdf(x[:, None, :])[0]
-        return self.be.xp.exp(f + lp - self.log_Z(cache=False)[None])
+        return self.be.xp.exp(self.log_integrand(x) - self.log_Z(cache=False)[None])
 
     def pi0_densities(self, x: Any) -> Any:
         """π0 renormalised to each interval by the same rule as Z: what π_{o,i} would be with

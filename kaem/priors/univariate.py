@@ -16,7 +16,7 @@ from typing import Any, Callable
 from kaem.backend import Backend, array_module
 from kaem.nn.kan import KANSpec
 from kaem.numerics import rowwise_interp
-from kaem.kernels.threads import map_blocks, row_blocks
+from kaem.kernels import replaceable
 from kaem.priors.contrastive import contrastive_weights
 from kaem.priors.quadrature import QuadratureDensities
 
@@ -37,15 +37,6 @@ class UnivariatePrior(QuadratureDensities):
         super().__init__(be, P, Q, spec, rng, pi0=pi0, pi0_shape=(P,), n_nodes=n_nodes, eps=eps,
                          quadrature=quadrature)
         self.P, self.Q, self.shared_uniform = P, Q, shared_uniform
-
-    @classmethod
-    def from_config(cls, cfg: Any, be: Backend, rng: Any) -> "UnivariatePrior":
-        """The prior a config describes: EbmModel.layer_widths = (P, Q)."""
-        e = cfg["EbmModel"]
-        P, Q = e["layer_widths"]
-        return cls(be, int(P), int(Q), KANSpec.from_section(e), rng, pi0=e["π_0"],
-                   n_nodes=e["GaussQuad_nodes"], eps=cfg["TRAINING"]["eps"], shared_uniform=e["shared_uniform"],
-                   quadrature=e["quadrature_method"])
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -109,28 +100,16 @@ class UnivariatePrior(QuadratureDensities):
         return loss
 
     # ---- inverse transform sampling -----------------------------------------------------------
+    @replaceable("UnivariatePrior.sample")
     def sample(self, n: int, rng: Any) -> Any:
         """n exact draws z (n, Q, P) by inverse transform on the quadrature CDF
-        (``its_tables``): no gradient, no MCMC, no loop over (q, p) or samples. On the CPU
-        the q are split into one block per thread (``kaem/threads.py``)."""
+        (``its_tables``): z_{q,p} = F⁻¹_{q,p}(u_p), one uniform u_p per p shared by every q
+        (``shared_uniform``, the KART reading) or one per (q, p). No gradient, no MCMC, no
+        loop over (q, p) or samples: one row-wise interpolation."""
         xp, Q, P = self.be.xp, self.Q, self.P
         cdf, edges = self.its_tables()  # rows q·P + p
-        Qu = 1 if self.shared_uniform else Q  # shared: one u_p for every q (the KART reading)
-        u = rng.random((n, Qu, P), dtype=self.be.dtype).transpose(1, 2, 0)  # (Qu, P, n)
-        # sorted queries make the search cheap (each continues from the last); undone below
-        order = xp.argsort(u, axis=2)
-        u = xp.take_along_axis(u, order, axis=2)
-        rank = xp.argsort(order, axis=2).transpose(2, 0, 1)  # (n, Qu, P): draw k is sorted entry rank[k]
-        out = xp.empty((n, Q, P), dtype=self.be.dtype)
-        rows = xp.arange(Q * P).reshape(Q, P)  # table row q·P + p
-
-        def block(q0: int, q1: int) -> None:  # the q0..q1 tables, on one CPU thread
-            qs = slice(q0, q1) if Qu > 1 else slice(None)
-            z = rowwise_interp(u[qs], cdf[q0 * P:q1 * P], edges[q0 * P:q1 * P],
-                               rows=(rows[q0:q1] - q0 * P)[:, :, None])  # (q1 − q0, P, n), sorted along n
-            # back to draw order and the (n, Q, P) layout, out[k, q, p] = z[q, p, rank[k, p]]:
-            # one flat gather (a fraction of the cost of take_along_axis's fancy indexing)
-            out[:, q0:q1] = xp.take(z, rank[:, qs] + (rows[q0:q1] - q0 * P) * n)
-
-        map_blocks(block, row_blocks(xp, Q, min_rows=8))
-        return out
+        Qu = 1 if self.shared_uniform else Q
+        u = rng.random((n, Qu, P), dtype=self.be.dtype)
+        rows = xp.arange(Q * P).reshape(1, Q, P)  # table row q·P + p
+        z = rowwise_interp(xp.broadcast_to(u, (n, Q, P)), cdf, edges, rows=rows)
+        return z.astype(self.be.dtype, copy=False)

@@ -4,11 +4,14 @@ the real name and never destroys the previous version.
 
 The temporary file is ``.tmp-<pid>-<random><suffix>`` beside the target: the pid lets a
 later run tell a temp file left by a killed process from one still being written
-(``stale_temp_files``).
+(``stale_temp_files``). ``made_folders`` creates the folders a write needs and removes them
+again if nothing was written into them (a failed download or a refused run leaves no empty
+folder behind).
 """
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import tempfile
 from contextlib import contextmanager
@@ -73,3 +76,25 @@ def stale_temp_files(folder: str, alive: Callable[[int], bool]) -> list[str]:
         if pid is not None and os.path.isfile(path) and not (pid and alive(pid)):
             out.append(path)
     return out
+
+
+@contextmanager
+def made_folders(folder: str | os.PathLike) -> Iterator[None]:
+    """Create ``folder`` and its missing parents for the files about to be written there;
+    on leaving, remove those of them that are still empty (deepest first). A folder that
+    existed before, and every file, are left alone: ``rmdir`` only removes empty folders."""
+    folder = pathlib.Path(folder)
+    created = []
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            break
+        created.append(parent)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield
+    finally:
+        for path in created:
+            try:
+                path.rmdir()
+            except OSError:  # not empty (a file arrived), or gone: keep the rest as well
+                break

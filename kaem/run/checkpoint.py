@@ -3,7 +3,10 @@
 Layout (all arrays stored on the host):
     format, version           identify the file as ours
     config                    canonical INI text (``config_to_ini``)
-    meta                      JSON: iteration, epoch, seed, dataset, data_shape, dtype, rng state
+    meta                      JSON: iteration, epoch, seed, dataset, data_shape, dtype, rng state,
+                              the data folder and the test count of the per-epoch evaluation
+                              (data_dir, n_test: the defaults of eval, compare and resume;
+                              optional, files written before them have neither)
     param/<name>              model parameters     (``KAEM.parameters()``)
     buffer/<name>             grids, frozen τ, prior domain (``KAEM.buffers()``)
     optim/type, optim/t, optim/lr     optimiser type (OPTIMIZER.type), steps taken, rate of the
@@ -16,7 +19,7 @@ Layout (all arrays stored on the host):
 Version 2 (optimiser group ``optim/`` with its type) replaced version 1 (Adam only, group
 ``adam/`` without type and rate), which is still read: as an Adam state.
 
-Files are written atomically (``kaem/atomic.py``): an interrupted write never leaves a half
+Files are written atomically (``kaem/run/atomic.py``): an interrupted write never leaves a half
 checkpoint under the real name.
 """
 from __future__ import annotations
@@ -39,6 +42,8 @@ READABLE_VERSIONS = (1, 2)
 GROUPS = {"param/": "params", "buffer/": "buffers", "optim/": "optimizer"}  # entry prefix -> key of load_checkpoint's dict
 _HEADER = ("format", "version", "config", "meta")
 _OPT_PREFIX = next(p for p, key in GROUPS.items() if key == "optimizer")
+CKPT_NAME = "ckpt.npz"  # a run folder's checkpoint
+_ZIP_MAGIC, _NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"  # how an .npz (a zip) and an .npy file begin
 
 
 class CheckpointError(RuntimeError):
@@ -124,6 +129,9 @@ def check_meta(meta: Any, path: str, for_resume: bool = False, with_data: bool =
         "last_good": (lambda v: isinstance(v, bool), "true or false"),
         "data": (lambda v: v is None or (isinstance(v, dict) and (v.get("resize") is None or (
             _is_int(v["resize"]) and v["resize"] >= 2))), "null or an object whose resize is null or an integer >= 2"),
+        "data_dir": (lambda v: v is None or (isinstance(v, str) and v != "" and "\0" not in v),
+                     "null or a folder path"),
+        "n_test": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     }
     for key, (ok, what) in checks.items():
         if key in meta and not ok(meta[key]):
@@ -178,6 +186,19 @@ def _upgrade(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def check_checkpoint_path(path: str) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` is a file: a missing path is named, a
+    folder is said to be one, with the run's checkpoint ``<folder>/ckpt.npz`` offered
+    ("did you mean") when it exists."""
+    if os.path.isdir(path):
+        inside = os.path.join(path, CKPT_NAME)
+        if os.path.isfile(inside):
+            raise CheckpointError(f"{path!r} is a folder, not a checkpoint; did you mean {inside}?")
+        raise CheckpointError(f"{path!r} is a folder, not a checkpoint, and holds no run checkpoint {inside}")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+
+
 def load_checkpoint(path: str, for_resume: bool = False, with_data: bool = False) -> dict[str, Any]:
     """Read and validate a checkpoint into host arrays.
 
@@ -191,9 +212,12 @@ def load_checkpoint(path: str, for_resume: bool = False, with_data: bool = False
     and the field. What depends on the model (array names, shapes and dtypes) is checked by
     :func:`restore_model`, the optimiser state by the optimiser's ``load_state_dict``.
     """
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    check_checkpoint_path(path)
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(len(_NPY_MAGIC))
+        if not magic.startswith((_ZIP_MAGIC, _NPY_MAGIC)):  # text, a pickle, an image: not ours
+            raise CheckpointError(f"{path!r} is not a KAEM checkpoint (not an .npz archive)")
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):
             raise CheckpointError(f"{path!r} is not a KAEM checkpoint (a single .npy array, not an .npz archive)")

@@ -14,8 +14,8 @@ holds one command line per line, written as after ``python cli.py``::
 ``train --dataset DATASET [--mode thermo] --out runs/<dataset>-<mode>``, what
 ``make train-vanilla`` / ``make train-thermo`` run.
 
-``run_jobs`` runs the jobs in file order through a callable given by ``cli.py`` (which
-runs ``train`` lines with ``--resume-existing``) and rewrites the summary
+``run_jobs`` runs the jobs in file order through a callable (``run_line``: ``cli.py``'s
+parser and commands, ``train`` lines with ``--resume-existing``) and rewrites the summary
 ``<stem>.summary.csv`` / ``.md`` after every job. The CSV is also the record read back on
 the next run:
 
@@ -35,12 +35,14 @@ import io
 import math
 import os
 import shlex
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from kaem.run.atomic import atomic_open
+from kaem.run.failures import CommandError
 from kaem.run.logfile import final_row
 
 REFERENCE_MODES = ("vanilla", "thermo")  # the reference's second word -> train with/without --mode thermo
@@ -280,3 +282,50 @@ def run_jobs(jobs: Sequence[Job], execute: Callable[[list[str]], tuple[int, str,
             result.status = 1
             log(f"line {job.line} failed ({row['note']}); going on with the next job")
     return result
+
+
+# ---- running a job file's lines as commands ---------------------------------------------
+Parse = Callable[[list[str]], Any]  # a line's words -> parsed arguments; raises CommandError
+
+
+def parse_line(argv: list[str], parse: Parse) -> tuple[Any, str]:
+    """A job-file line's words parsed as a command: (args, "") or (None, why it cannot run)."""
+    try:
+        args = parse(argv)
+    except CommandError as e:
+        return None, str(e)
+    except SystemExit:  # --help and the like print and exit
+        return None, "the line asks for help instead of running a command"
+    return (None, "a job file cannot run another job file") if args.command == "jobs" else (args, "")
+
+
+def run_line(argv: list[str], parse: Parse, dispatch: Callable[[Any], int]) -> tuple[int, str, dict[str, Any]]:
+    """Run one job-file line in this process: (exit status, error message, result for the
+    summary). A train line that does not name --resume runs with --resume-existing, so that
+    rerunning the file continues an interrupted training and skips over a finished one."""
+    args, problem = parse_line(argv, parse)
+    if args is None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2, problem, {}
+    if args.command == "train" and not args.resume:
+        args.resume_existing = True
+    status = dispatch(args)
+    return status, getattr(args, "error", ""), getattr(args, "result", {})
+
+
+def run_job_file(path: str, out: str | None, parse: Parse, dispatch: Callable[[Any], int], dry_run: bool = False,
+                 retry_failed: bool = False) -> int:
+    """``cli.py jobs``: run the lines of the job file at ``path`` (parsed by ``parse``, run by
+    ``dispatch``), summarised in ``out`` (default: the file's folder); ``dry_run`` only
+    lists what would run (status 2 if a line cannot). Returns the exit status."""
+    jobs = read_job_file(path, lambda argv: parse_line(argv, parse)[1])
+    csv_path, md_path = summary_paths(path, out)
+    if dry_run:
+        print(plan_text(jobs, read_record(csv_path), retry_failed), end="")
+        return 0 if not any(j.error for j in jobs) else 2
+    done = run_jobs(jobs, lambda argv: run_line(argv, parse, dispatch), csv_path, md_path,
+                    log=lambda m: print(m, file=sys.stderr, flush=True), retry_failed=retry_failed)
+    with open(md_path, encoding="utf-8") as fh:
+        print(fh.read(), end="")
+    print(f"summary: {md_path} and {csv_path}")
+    return done.status

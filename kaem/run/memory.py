@@ -43,7 +43,7 @@ def _nb(section: dict) -> int:
 def _generator_size(cfg: Config, data_shape: tuple[int, ...], n: int) -> tuple[int, int, str, str]:
     """(parameters, activation elements on n latents, what the activations are, the settings
     that size them) of the generator the config selects."""
-    from kaem.generators import generator_kind
+    from kaem.build import generator_kind
     from kaem.generators.conv import spatial_sizes
 
     g, kind = cfg["GeneratorModel"], generator_kind(cfg)

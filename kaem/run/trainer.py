@@ -1,14 +1,14 @@
 """The training loop: minibatches, gradient steps, the optimiser, logging, checkpoints.
 
 One iteration = one minibatch of B data: the objective the config selects
-(``kaem.objectives.langevin.objective_mode``: importance sampling, Langevin MLE with ULA or autoMALA,
+(``kaem.objectives.objective_mode``: importance sampling, Langevin MLE with ULA or autoMALA,
 or thermodynamic integration) fills the gradients, a finiteness
 check guards the update, the configured optimiser applies it at the learning rate of the
 step schedule ([LR_SCHEDULE]). Every epoch the held-out log-likelihood and
 test MSE are estimated, a CSV row is appended, and a checkpoint is written atomically.
 A NaN/inf loss, gradient or updated parameter stops training with an error after saving
-``last_good.npz`` (the parameters of the last finite forward pass, ``kaem/guard.py``),
-never overwriting the regular checkpoint. A SIGINT/SIGTERM (``kaem/signals.py``) ends the
+``last_good.npz`` (the parameters of the last finite forward pass, ``kaem/run/guard.py``),
+never overwriting the regular checkpoint. A SIGINT/SIGTERM (``kaem/run/signals.py``) ends the
 run after the current iteration with a checkpoint of it.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from kaem.plots import save_sample_grid
 from kaem.objectives.importance import posterior_draws
 from kaem.objectives import objective_mode, training_step
 from kaem.model import KAEM
-from kaem.optim import StepSchedule, make_optimizer
+from kaem.build import make_optimizer, step_schedule
 from kaem.run.signals import Abandon, Interrupted, StopRequest, signal_name
 
 CSV_COLUMNS = ("time_s", "epoch", "iteration", "train_loss", "heldout_loglik_nats",
@@ -83,18 +83,21 @@ def _fmt_time(s: float) -> str:
 class Trainer:
     """Trains a ``KAEM`` on host arrays ``x_train`` (N, D) and ``x_test`` (M, D).
 
-    The data are copied to the device once; minibatches are gathered there.
+    The data are copied to the device once; minibatches are gathered there. ``data_dir``
+    (where the images came from) and M go into the checkpoint's metadata, as the defaults
+    of a later evaluation of it.
     """
 
     def __init__(self, model: KAEM, be: Backend, x_train: np.ndarray, x_test: np.ndarray,
                  out_dir: str, seed: int = 0, dataset: str = "", log: Callable[[str], None] | None = None,
-                 data_info: dict[str, Any] | None = None) -> None:
+                 data_info: dict[str, Any] | None = None, data_dir: str | None = None) -> None:
         cfg = model.cfg
         self.model, self.be, self.out_dir, self.seed, self.dataset = model, be, out_dir, seed, dataset
         self.data_info = data_info or {}  # kaem.datasets.dataset_info: resize, darcy's scaling, ...
+        self.data_dir = data_dir  # the dataset folder, which eval and resume default to (None: not a file set)
         self.t = cfg["TRAINING"]
         self.opt = make_optimizer(model.parameters(), cfg["OPTIMIZER"])
-        self.schedule = StepSchedule.from_config(cfg)
+        self.schedule = step_schedule(cfg)
         self.x_train = be.asarray(x_train.reshape(x_train.shape[0], -1))
         self.x_test = be.asarray(x_test.reshape(x_test.shape[0], -1))
         self.batch = min(self.t["batch_size"], self.x_train.shape[0])
@@ -127,7 +130,8 @@ class Trainer:
                 "dtype": np.dtype(self.be.dtype).name, "rng_state": rng_state, "elapsed_s": self.elapsed,
                 "last_grid_update": self.last_grid_update, "mode": self.mode,
                 "sampler_state": {k: to_numpy(v).tolist() for k, v in self.sampler_state.items()},
-                "data": self.data_info, "planned_epochs": self.planned_epochs, "row_pending": self.row_pending,
+                "data": self.data_info, "data_dir": self.data_dir, "n_test": int(self.x_test.shape[0]),
+                "planned_epochs": self.planned_epochs, "row_pending": self.row_pending,
                 "epoch_acc": _acc_to_json(self._acc)}
 
     def save(self, path: str) -> None:
@@ -187,7 +191,7 @@ class Trainer:
         prior samples instead cost 11 nats of held-out log-likelihood at S = 1000 (17 at
         S = 5000) after 10 Fashion-MNIST epochs, lower on each of 3 seeds (README). When the
         draws collapse onto one point (one IS sample carrying all the weight, small S), the
-        degenerate-grid guard keeps the old grid with a warning (``kaem/grid_update.py``)."""
+        degenerate-grid guard keeps the old grid with a warning (``kaem/nn/grid_update.py``)."""
         gu = self.model.cfg["GRID_UPDATING"]
         if not self.t["update_grid"] or not (gu["update_prior_grid"] or gu["update_llhood_grid"]):
             return False

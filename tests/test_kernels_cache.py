@@ -1,5 +1,7 @@
-"""The KAN layer's W = w_sp ⊙ c cache (kaem.nn.kan.fixed_parameters) cannot go stale, and the
-prior's sampler path (value + z-derivative without the basis tensor) is exact.
+"""The KAN layer's W = w_sp ⊙ c cache (kaem/kernels/kan_weights.py, inside a
+``fixed_parameters`` scope) cannot go stale, and the prior's sampler kernel
+(kaem/kernels/rbf.py: value + z-derivative without the basis tensor, row blocks over the
+threads) is exact.
 
 W is reused only inside a ``fixed_parameters`` scope; every write to the parameters that
 the library makes (optimiser step, grid update, checkpoint restore) and every in-place poke
@@ -132,7 +134,7 @@ def test_derivative_pointwise_in_threaded_blocks_and_cache_chunks_equals_the_bas
     """The sampler kernel split over 3 threads (and, for RBF, into many cache chunks per
     thread) equals the basis-tensor reference ``Basis.value_and_slope`` plus the base branch,
     float64, on a non-uniform grid and inputs far outside it; and the blocking changes no bit."""
-    from kaem.nn.bases import Basis, RBF
+    import kaem.kernels.rbf as rbf
 
     layer = _layer(basis, seed=9)
     grid = layer.buffers["grid"]
@@ -141,32 +143,32 @@ def test_derivative_pointwise_in_threaded_blocks_and_cache_chunks_equals_the_bas
         grid.sort(axis=1)
     z = np.random.default_rng(11).uniform(-2.0, 2.0, (37, 4, 3))
     z[0, 0] = [-40.0, 9.0, 1e4]
-    monkeypatch.setattr(RBF, "value_slope_chunk", 20)  # several chunks in every row block
+    monkeypatch.setattr(rbf, "VALUE_SLOPE_CHUNK", 20)  # several chunks in every row block
     monkeypatch.setenv("KAEM_THREADS", "1")
     f1, df1 = layer.derivative_pointwise(z)
     monkeypatch.setenv("KAEM_THREADS", "3")
-    monkeypatch.setattr("kaem.nn.kan.row_blocks", lambda xp, n, min_rows=1: [(0, 5), (5, 6), (6, 37)])
+    monkeypatch.setattr(rbf, "row_blocks", lambda xp, n, min_rows=1: [(0, 5), (5, 6), (6, 37)])
     f3, df3 = layer.derivative_pointwise(z)
     np.testing.assert_array_equal(f3, f1)
     np.testing.assert_array_equal(df3, df1)
-    S0, S1 = Basis.value_and_slope(layer.basis, z, grid, layer.tau, layer.spline_weights())
-    b, db = layer.act(z)
-    wb = layer.params["w_base"].T
-    assert rel_error(f3, S0 + b * wb) < 1e-13
-    assert rel_error(df3, S1 + db * wb) < 1e-13
+    f0, df0 = KANLayer.derivative_pointwise.reference(layer, z)  # the basis tensor
+    assert rel_error(f3, f0) < 1e-13
+    assert rel_error(df3, df0) < 1e-13
 
 
 def test_rbf_value_and_slope_in_float32_is_the_float64_value_to_rounding():
     """The speed case: float32 inputs give the float64 sums to a few float32 ulps of their
     terms' scale: Σ_g |W_g| for S0, and Σ_g |W_g|·(|a| + |a_g|)/w for S1 = (Σ a_g W_g B_g − a S0)/w."""
-    from kaem.nn.bases import Basis
+    import kaem.kernels.rbf as rbf
+    from kaem.nn.kan import pointwise_spline
 
     layer = _layer("RBF", seed=12)
     W, grid, tau = layer.spline_weights(), layer.buffers["grid"], layer.tau
     z = np.random.default_rng(13).uniform(-1.5, 1.5, (50, 4, 3))
-    S0, S1 = Basis.value_and_slope(layer.basis, z, grid, tau, W)
+    B, Bz, _ = layer.basis.evaluate(z, grid, tau, derivs=True, dtau=False)
+    S0, S1 = pointwise_spline(B, W), pointwise_spline(Bz, W)  # the basis tensor, float64
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
-    T0, T1 = layer.basis.value_and_slope(f32(z), f32(grid), f32(tau), f32(W))
+    T0, T1 = rbf.value_and_slope(layer.basis, f32(z), f32(grid), f32(tau), f32(W))
     assert T0.dtype == np.float32 and T1.dtype == np.float32
     w = layer.basis.width(grid, tau)
     c = 0.5 * (grid[:, 0] + grid[:, -1])

@@ -1,7 +1,8 @@
 """The dense part of a training step against its plain formulas (float64, random inputs):
-the KAN network form's blocked weight passes (kaem/kan.py), the optimisers' chunked step
-(kaem/optim.py), the one-formula sigmoid (kaem/activations.py), the pair-mode likelihood's blocks over
-threads with their noise streams (kaem/likelihood.py, kaem/numerics.py).
+the KAN network form's blocked weight passes (kaem/kernels/kan_weights.py), the optimisers'
+chunked step (kaem/kernels/optim_chunks.py), the one-formula sigmoid (kaem/nn/activations.py),
+the pair-mode likelihood's blocks over threads with their noise streams
+(kaem/kernels/pair_likelihood.py, kaem/numerics.py).
 
 Each kernel here is a faster arrangement of a formula that exists elsewhere in one line;
 the test runs it with small block sizes and two threads, so every block boundary and chunk
@@ -12,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import kaem.nn.kan as kan
-import kaem.likelihood.gaussian as likelihood
-import kaem.optim as optim
+import kaem.kernels.kan_weights as kan
+import kaem.kernels.optim_chunks as optim
+import kaem.kernels.pair_likelihood as likelihood
 from conftest import randomise_kan
 from gradcheck import check_grad
 from kaem.nn.activations import sigmoid
@@ -23,7 +24,8 @@ from kaem.config import load_config
 from kaem.nn.kan import KANLayer, KANSpec
 from kaem.likelihood.gaussian import GaussianLikelihood, apply_output_activation, output_activation_grad
 from kaem.numerics import normal_streams, standard_normal_
-from kaem.optim import OPTIMIZERS, make_optimizer
+from kaem.build import make_optimizer
+from kaem.optim import OPTIMIZERS
 
 BE = get_backend("cpu", "float64")
 
@@ -46,7 +48,7 @@ def test_network_weights_and_weight_gradients_match_the_formulas(small_blocks):
     p = layer.params
     c, w = p["coef"], p["w_sp"]
     I, O, G = c.shape
-    assert kan._rows_per_block(O * G) == 3 and I % 3
+    assert kan.rows_per_block(O * G) == 3 and I % 3
     want_W = (c * w[..., None]).transpose(0, 2, 1).reshape(I * G, O)  # Wn[(i,g), o] = w_sp[i,o] c[i,o,g]
     np.testing.assert_allclose(layer.network_weights(), want_W, rtol=1e-15, atol=0)
 
@@ -177,8 +179,8 @@ def test_pair_likelihood_over_threads_equals_one_thread(out_act, monkeypatch):
     np.testing.assert_array_equal(ll1, ll2)
     np.testing.assert_array_equal(dg1, dg2)
     assert st1 == st2
-    seq = np.random.default_rng(13)  # the blocks' draws, one after another: −ξ for s-slices 0-1, 2-3, ...
-    xi = np.concatenate([standard_normal_(seq, np.empty((min(2, 9 - s0), 3, 5)), scale=-1.0) for s0 in range(0, 9, 2)])
+    seq = np.random.default_rng(13)  # the blocks' draws are the reference's one (S, B, D) draw of −ξ
+    xi = standard_normal_(seq, np.empty((9, 3, 5)), scale=-1.0)
     y = apply_output_activation(out_act, g[:, None, :] + 0.2 * -xi)  # (S, B, D)
     want_ll = -0.5 / 0.3 ** 2 * ((x - y) ** 2).sum(-1).T
     np.testing.assert_allclose(ll1, want_ll, rtol=1e-12)

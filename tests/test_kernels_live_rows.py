@@ -1,10 +1,11 @@
 """Samples with zero weight are dropped before the parameter gradients (CPU only), and the
 gradients stay what the full computation gives:
 
-* ``LayerStack.backward`` without ``need_dh`` drops the rows of dg that are all zero
-  (``live_rows`` + each layer's ``keep_rows``): KAN and MLP generators;
-* ``QuadratureDensities.weighted_log_energy`` drops the samples with d_n = 0
-  (``weighted_rows``): the univariate prior's loss, fused (RBF) and reference path.
+* the ``LayerStack.backward`` kernel without ``need_dh`` drops the rows of dg that are all
+  zero (``live_rows`` + each layer's ``keep_rows``): KAN and MLP generators;
+* the ``QuadratureDensities.weighted_log_energy`` kernel drops the samples with d_n = 0
+  (``weighted_rows``): the univariate prior's loss, fused (RBF) and reference layer path
+  (kaem/kernels/live_rows.py).
 
 float64, random non-trivial parameters and inputs; the comparison is against the same
 computation with the dropping switched off (the same sums, without exact zeros).
@@ -14,11 +15,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import kaem.priors.quadrature as quadrature
+import kaem.kernels.live_rows as quadrature
+from kaem.kernels import KERNELS, load
 from conftest import randomise_kan, tiny_config
 from gradcheck import rel_error
 from kaem.backend import get_backend
 from kaem.generators.base import LayerStack
+from kaem.kernels.live_rows import live_rows
 from kaem.nn.kan import KANSpec
 from kaem.model import KAEM
 from kaem.priors import UnivariatePrior
@@ -55,9 +58,9 @@ def test_generator_backward_drops_dead_rows_and_keeps_every_gradient(kind: str, 
     h, dg = r.normal(size=(12, 4)), r.normal(size=(12, 9))
     dg[DEAD] = 0.0
     dg[2, 3] = 0.0  # a live row with one zero entry stays
-    assert list(gen.live_rows(dg)) == [i for i in range(12) if i not in DEAD]
+    assert list(live_rows(gen, dg)) == [i for i in range(12) if i not in DEAD]
     dropped, _ = grads_of(gen, h, dg)
-    monkeypatch.setattr(LayerStack, "live_rows", lambda self, dg: None)
+    monkeypatch.setattr(quadrature, "live_rows", lambda stack, dg: None)
     full, _ = grads_of(gen, h, dg)
     for k in full:
         assert np.abs(full[k]).max() > 0, k
@@ -85,8 +88,8 @@ def test_rows_are_kept_whenever_dh_is_wanted_or_a_layer_couples_rows() -> None:
 
     stack = LayerStack()
     stack.layers = gen.layers + [Coupled()]
-    assert stack.live_rows(dg) is None
-    assert gen.live_rows(r.normal(size=(6, 9))) is None  # every row live: nothing to drop
+    assert live_rows(stack, dg) is None
+    assert live_rows(gen, r.normal(size=(6, 9))) is None  # every row live: nothing to drop
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-RBF", "reference-path"])
@@ -97,7 +100,8 @@ def test_prior_loss_drops_zero_weight_samples_and_keeps_value_and_gradients(fuse
     for v in prior.pi0.params.values():
         v[...] = np.random.default_rng(8).normal(0.0, 0.3, v.shape)
     if not fused:
-        prior.layer.basis.weighted_sums = lambda *a, **k: None  # this instance only
+        load()
+        monkeypatch.delitem(KERNELS, "KANLayer.weighted_pointwise")  # the layer's reference path
     z, z_cd = prior.sample(12, BE.rng(1)), prior.sample(6, BE.rng(2))
     w = np.random.default_rng(9).dirichlet(np.ones(12))
     w[DEAD] = 0.0

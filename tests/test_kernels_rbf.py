@@ -1,7 +1,7 @@
-"""The fused weighted prior loss (kaem/bases.py ``RBF.weighted_sums``, kaem/kan.py
-``KANLayer.weighted_pointwise``, kaem/priors/quadrature.py ``weighted_log_energy``) against
-the reference path (basis tensor, ``forward_pointwise`` + ``backward_pointwise``) and against
-central differences; and the inverse-transform sampler run in q blocks over the CPU threads.
+"""The RBF prior kernels (kaem/kernels/rbf.py: ``weighted_sums`` and the fused
+``KANLayer.weighted_pointwise``) against the reference path (basis tensor,
+``forward_pointwise`` + ``backward_pointwise``) and against central differences; and the
+inverse-transform sampler kernel (kaem/kernels/its.py) run in q blocks over the CPU threads.
 float64, random non-trivial parameters, inputs and weights of both signs.
 """
 from __future__ import annotations
@@ -12,7 +12,9 @@ import pytest
 from conftest import randomise_kan
 from gradcheck import check_grad, rel_error
 from kaem.backend import get_backend
-from kaem.nn.bases import BASES, RBF
+import kaem.kernels.rbf as rbf
+from kaem import kernels
+from kaem.nn.bases import BASES
 from kaem.nn.kan import KANLayer, KANSpec
 from kaem.priors import UnivariatePrior
 
@@ -39,7 +41,7 @@ def samples(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def blocking(request, monkeypatch):
     """The RBF kernel's cache blocks and thread blocks (2 samples a block: many of each)."""
     values, threads = request.param
-    monkeypatch.setattr(RBF, "slope_chunk", values)
+    monkeypatch.setattr(rbf, "SLOPE_CHUNK", values)
     monkeypatch.setenv("KAEM_THREADS", threads)
 
 
@@ -48,7 +50,7 @@ def test_rbf_weighted_sums_match_the_basis_tensor(blocking, need_dtau: bool) -> 
     layer = make_layer()
     z, d = samples(37, 1)
     grid, tau = layer.buffers["grid"], layer.tau
-    S, T = layer.basis.weighted_sums(z, d, grid, tau, need_dtau)
+    S, T = rbf.weighted_sums(layer.basis, z, d, grid, tau, need_dtau)
     B, _, Bt = layer.basis.evaluate(z, grid, tau, derivs=True)  # (N, out, in, nb)
     assert S.shape == (3, 4, 7)
     assert rel_error(S, np.einsum("n,noig->oig", d, B)) < TIGHT
@@ -95,11 +97,12 @@ def test_weighted_pointwise_gradients_by_central_differences() -> None:
 
 @pytest.mark.parametrize("basis", sorted(set(BASES) - {"RBF"}))
 def test_other_bases_have_no_fused_form(basis: str) -> None:
-    """They return None before touching anything; the prior takes the reference path."""
+    """The kernel declines (NotImplemented) before touching anything; the layer takes the
+    reference path."""
     layer = make_layer(basis=basis)
     z, d = samples(5, 4)
     layer.zero_grad()
-    assert layer.weighted_pointwise(z, d) is None
+    assert rbf.weighted_pointwise(layer, z, d) is NotImplemented
     assert all(not v.any() for v in layer.grads.values())
 
 
@@ -112,8 +115,8 @@ def prior_loss_and_grads(prior: UnivariatePrior, z, w, z_cd, exact: bool) -> tup
 @pytest.mark.parametrize("exact", [False, True], ids=["contrastive", "exact-logZ"])
 @pytest.mark.parametrize("pi0", ["ebm", "gaussian", "learnable_gaussian"])
 def test_prior_loss_fused_matches_reference_path(pi0: str, exact: bool) -> None:
-    """The univariate prior's loss with RBF (fused) equals the same prior with the fused form
-    switched off (basis tensor, forward + backward): value and every gradient."""
+    """The univariate prior's loss with RBF (fused) equals the same prior on the reference
+    path (basis tensor, forward + backward): value and every gradient."""
     spec = KANSpec(basis="RBF", grid_size=5)
     prior = UnivariatePrior(BE, 2, 3, spec, BE.rng(0), pi0=pi0)
     randomise_kan(prior.params, 7)
@@ -123,8 +126,8 @@ def test_prior_loss_fused_matches_reference_path(pi0: str, exact: bool) -> None:
     z, z_cd = prior.sample(11, BE.rng(1)), prior.sample(6, BE.rng(2))
     w = r.dirichlet(np.ones(11))
     fused = prior_loss_and_grads(prior, z, w, None if exact else z_cd, exact)
-    prior.layer.basis.weighted_sums = lambda *a, **k: None  # the reference path, this instance only
-    ref = prior_loss_and_grads(prior, z, w, None if exact else z_cd, exact)
+    with kernels.using("reference"):
+        ref = prior_loss_and_grads(prior, z, w, None if exact else z_cd, exact)
     assert abs(fused[0] - ref[0]) < TIGHT * abs(ref[0])
     for k in ref[1]:
         assert rel_error(fused[1][k], ref[1][k]) < TIGHT, k

@@ -1,0 +1,158 @@
+"""Held-out log-likelihood by annealed importance sampling (Neal 2001), for every prior.
+
+For each test image x_b, AIS anneals C chains from the prior to the posterior,
+
+    p_t(v | x_b) ∝ p_0(v) · p(x_b | z(v))^t,   t on a sigmoidal or geometric schedule of K steps,
+
+in the latent space of the prior (:mod:`kaem.evaluation.paths`: ε-space for the univariate
+and mixture priors, so that the estimate is of the model ``sample_prior`` + the generator
+define; z-space from π0 for the deep prior), with Metropolis-adjusted Hamiltonian moves
+whose step sizes come from a separate pilot run (:mod:`kaem.evaluation.anneal`: why that
+keeps the weights valid). Per image
+
+    log p̂(x_b) = log mean_c exp(w_{c,b}),
+
+a stochastic lower bound of log p(x_b) (E[p̂] = p, so E[log p̂] ≤ log p), tight as K grows.
+The report gives the mean over images, its standard error over images (the spread of
+log p(x_b) across the test set, what comparing two models on the same images needs), the
+Monte Carlo standard error of the mean (delta method over the chains, the estimator's own
+noise) and the chains' effective sample size (Σw)²/Σw² per image.
+
+Deep prior: log p(x_b) = log ∫ π0 e^f p(x_b|z) dz − log Z with Z = ∫ π0 e^f, both by AIS
+from π0 (the second with ``logZ_chains`` chains and no data); log Ẑ is a lower bound too, so
+the difference is not a bound either way. Its standard error adds to every image's.
+
+Cost: K·n_steps·L generator forward+backward passes per chain; see ``bench/ais.py``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from kaem.backend import to_numpy
+from kaem.evaluation.anneal import SCHEDULES, anneal, per_datum, pilot_and_run, schedule
+from kaem.evaluation.paths import MIXTURE_PATHS, DeepPriorPath, ITSLatent, make_path
+from kaem.nn.kan import fixed_parameters
+
+# Defaults, justified by bench/ais.py (README of the bench output in the report):
+DEFAULT_TEMPS = 300
+DEFAULT_CHAINS = 16
+DEFAULT_LEAPFROG = 5  # HMC: L leapfrog steps per move
+DEFAULT_STEPS = 1  # moves per temperature
+DEFAULT_PILOT = 4  # pilot chains per image
+DEFAULT_LOGZ_CHAINS = 2000  # deep prior: chains of the log Z run
+MAX_CHAINS = 4096  # chains alive at once: images are processed in groups of MAX_CHAINS // C
+
+
+def check_settings(temps: int, chains: int, schedule_kind: str, n_leapfrog: int, steps_per_temp: int,
+                   pilot_chains: int, mixture: str = "its") -> None:
+    """Raise ValueError naming the first bad setting and its valid values."""
+    for name, value in (("temps", temps), ("chains", chains), ("n_leapfrog", n_leapfrog),
+                        ("steps_per_temp", steps_per_temp), ("pilot_chains", pilot_chains)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} = {value!r}: must be an integer >= 1")
+    if schedule_kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule_kind!r}; valid: {', '.join(SCHEDULES)}")
+    if mixture not in MIXTURE_PATHS:
+        raise ValueError(f"unknown mixture path {mixture!r}; valid: {', '.join(MIXTURE_PATHS)}")
+
+
+def _summary(logp: Any, ess: Any, var: Any, C: int) -> dict[str, Any]:
+    """Host floats from per-image device arrays (one read)."""
+    import numpy as np
+
+    logp, ess, var = (np.asarray(to_numpy(a), dtype=np.float64) for a in (logp, ess, var))
+    n = logp.shape[0]
+    se = float(logp.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return {"loglik_nats": float(logp.mean()), "loglik_se": se,
+            "loglik_mc_se": float(math.sqrt(var.sum()) / n) if C > 1 else float("nan"),
+            "ess": float(ess.mean()), "ess_min": float(ess.min()),
+            "loglik_per_image": logp.tolist(), "ess_per_image": ess.tolist(), "n_images": n}
+
+
+def ais_loglik(model: Any, x: Any, *, rng: Any, temps: int = DEFAULT_TEMPS, chains: int = DEFAULT_CHAINS,
+               schedule_kind: str = "sigmoid", n_leapfrog: int = DEFAULT_LEAPFROG,
+               steps_per_temp: int = DEFAULT_STEPS, pilot_chains: int = DEFAULT_PILOT,
+               logZ_chains: int = DEFAULT_LOGZ_CHAINS, mixture: str = "its",
+               max_chains: int = MAX_CHAINS) -> dict[str, Any]:
+    """log p(x_b) by AIS for every image of x (N, D) (on the model's device), in nats.
+
+    Args:
+        model: a KAEM (any prior, any generator); run in eval mode, parameters fixed.
+        x: (N, D) images.
+        rng: the device's random generator, the only source of randomness.
+        temps: K, the number of annealing steps (K + 1 temperatures).
+        chains: C, chains per image.
+        schedule_kind: "sigmoid" or "geometric" (``anneal.schedule``).
+        n_leapfrog: L leapfrog steps per Hamiltonian move (1: MALA).
+        steps_per_temp: moves per temperature.
+        pilot_chains: chains per image of the step-size pilot (discarded).
+        logZ_chains: deep prior only, chains of the log Z run.
+        mixture: mixture prior only, "its" (ε-space, the sampler's model) or "density"
+            (z-space, the pointwise density; ``paths.MixtureDensityPath``).
+        max_chains: at most this many chains at once (images in groups of max_chains // C).
+
+    Returns:
+        host values: ``loglik_nats`` (mean over images), ``loglik_se`` (its standard error
+        over images), ``loglik_mc_se`` (Monte Carlo standard error of the mean), ``ess``
+        and ``ess_min`` (chains' effective sample size per image: mean, minimum),
+        ``loglik_per_image``, ``ess_per_image``, ``acceptance`` (mean over the moves), the
+        settings, and for the deep prior ``logZ`` with ``logZ_se`` and ``logZ_ess`` (the
+        image values already have log Z subtracted; ``loglik_se`` includes ``logZ_se``).
+    """
+    check_settings(temps, chains, schedule_kind, n_leapfrog, steps_per_temp, pilot_chains, mixture)
+    xp = model.be.xp
+    t = xp.asarray(schedule(temps, schedule_kind), dtype=xp.float64)  # on the device once
+    group = max(1, max_chains // chains)
+    parts: list[tuple[Any, Any, Any]] = []
+    acc = []
+    with model.evaluating(), fixed_parameters():
+        deep = model.prior.kind == "deep"
+        latent = None if deep or mixture == "density" else ITSLatent(model.prior)  # tables once
+        for i in range(0, x.shape[0], group):
+            path = make_path(model, x[i:i + group], mixture, latent)
+            res = pilot_and_run(path, t, chains, rng, pilot_chains, steps_per_temp, n_leapfrog)
+            d = per_datum(res.w, chains, path.B)
+            parts.append((d["logp"], d["ess"], d["var"]))
+            acc.append(res.acceptance[1:-1].mean() if temps > 1 else xp.zeros((), xp.float64))
+        logp, ess, var = (xp.concatenate([p[j] for p in parts]) for j in range(3))
+        out: dict[str, Any] = {}
+        if deep:
+            z = log_Z(model.prior, t, logZ_chains, rng, pilot_chains, steps_per_temp, n_leapfrog)
+            logp = logp - z["logZ_dev"]
+            out = {k: v for k, v in z.items() if k != "logZ_dev"}
+    out = {**_summary(logp, ess, var, chains), **out}
+    if deep:
+        out["loglik_se_images"] = out["loglik_se"]
+        out["loglik_se"] = math.hypot(out["loglik_se"], out["logZ_se"])
+        out["loglik_mc_se"] = math.hypot(out["loglik_mc_se"], out["logZ_se"])
+    out.update(estimator="ais", temps=temps, chains=chains, schedule=schedule_kind, n_leapfrog=n_leapfrog,
+               steps_per_temp=steps_per_temp, acceptance=float(to_numpy(xp.stack(acc).mean())),
+               bits_per_dim=-out["loglik_nats"] / (x.shape[1] * math.log(2)))
+    return out
+
+
+def log_Z(prior: Any, t: Any, chains: int, rng: Any, pilot_chains: int = DEFAULT_PILOT, steps_per_temp: int = 1,
+          n_leapfrog: int = DEFAULT_LEAPFROG) -> dict[str, Any]:
+    """The deep prior's log Z = log E_π0[e^f] by AIS from π0 to π0·e^f along the temperatures
+    t (K + 1,), ``chains`` chains. Returns ``logZ`` (host), ``logZ_se`` (delta
+    method), ``logZ_ess`` and ``logZ_dev`` (the estimate as a 0-d device array)."""
+    path = DeepPriorPath(prior)
+    res = pilot_and_run(path, t, chains, rng, max(pilot_chains, 16), steps_per_temp, n_leapfrog)
+    d = per_datum(res.w, chains, 1)
+    ess, var = (float(to_numpy(d[k])[0]) for k in ("ess", "var"))
+    return {"logZ": float(to_numpy(d["logp"])[0]), "logZ_se": math.sqrt(max(var, 0.0)), "logZ_ess": ess,
+            "logZ_chains": chains, "logZ_dev": d["logp"][0]}
+
+
+def ais_weights(path: Any, temps: int, chains: int, rng: Any, schedule_kind: str = "sigmoid",
+                n_leapfrog: int = DEFAULT_LEAPFROG, steps_per_temp: int = DEFAULT_STEPS,
+                pilot_chains: int = DEFAULT_PILOT) -> dict[str, Any]:
+    """Forward AIS on any path (:mod:`kaem.evaluation.anneal`): per-datum device arrays
+    ``logp``, ``ess``, ``var`` (``anneal.per_datum``) and the run itself (``run``)."""
+    res = pilot_and_run(path, schedule(temps, schedule_kind), chains, rng, pilot_chains, steps_per_temp,
+                        n_leapfrog)
+    return {**per_datum(res.w, chains, path.B), "run": res}
+
+
+__all__ = ["DEFAULT_CHAINS", "DEFAULT_TEMPS", "ais_loglik", "ais_weights", "anneal", "log_Z"]
