@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Speed of the conv-transpose generator at the reference's SVHN and CelebA architectures.
 
-For each architecture (spec §5; kernel 4, strides 1,2,2,2(,2), paddings 0,1,1,1(,1)):
+For each architecture (method §5; kernel 4, strides 1,2,2,2(,2), paddings 0,1,1,1(,1)):
 
 * SVHN   81 -> 128 -> 64 -> 32 -> 3,          1 -> 4 -> 8 -> 16 -> 32
 * CelebA 81 -> 256 -> 128 -> 64 -> 32 -> 3,   1 -> 4 -> 8 -> 16 -> 32 -> 64

@@ -102,7 +102,7 @@ class KAEM:
         finally:
             self.generator.training = before
 
-    # ---- grid updating (spec 2.1) -------------------------------------------------------------
+    # ---- grid updating (method §2.1) -------------------------------------------------------------
     def update_grids(self, z_post: Any, prior: bool = True, generator: bool = True) -> bool:
         """Move the grids to posterior samples z_post and refit the coefficients.
 

@@ -1,4 +1,4 @@
-"""Optimisers and the step learning-rate schedule (spec section 4.5; config [OPTIMIZER] and
+"""Optimisers and the step learning-rate schedule (method §4.5; config [OPTIMIZER] and
 [LR_SCHEDULE]).
 
 Each optimiser is written out; ``OPTIMIZER.type`` picks one from ``OPTIMIZERS``. With

@@ -205,17 +205,22 @@ def test_ais_loglik_rejects_bad_settings(be64, bad, match):
         ais_loglik(m, np.zeros((2, 12)), rng=np.random.default_rng(0), **bad)
 
 
-def test_annealing_loop_reads_nothing_back():
+@pytest.mark.parametrize("prior", ["univariate", "mixture-its", "mixture-density", "deep"])
+def test_annealing_loop_reads_nothing_back(prior):
     """On a simulated device the number of device->host reads does not grow with K: none
     happen inside the annealing loop."""
     from syncbackend import counting, counting_backend
 
     be = counting_backend("float64")
-    m = KAEM(tiny_config("EbmModel.layer_widths=2,2", "GeneratorModel.widths=2,5"), (1, 3, 4), be, seed=0)
+    widths = {"deep": ["EbmModel.layer_widths=2,4,1"],
+              "univariate": ["EbmModel.layer_widths=2,2"]}.get(prior, ["EbmModel.layer_widths=3,2",
+                                                                         "MixtureModel.use_mixture_prior=true"])
+    m = KAEM(tiny_config(*widths, "GeneratorModel.widths=2,5"), (1, 3, 4), be, seed=0)
     x = be.asarray(np.random.default_rng(0).random((3, 12)))
+    mixture = "density" if prior == "mixture-density" else "its"
     counts = []
     for K in (3, 9):
         with counting() as c:
-            ais_loglik(m, x, rng=be.rng(1), temps=K, chains=2, n_leapfrog=2)
+            ais_loglik(m, x, rng=be.rng(1), temps=K, chains=2, n_leapfrog=2, mixture=mixture, logZ_chains=4)
         counts.append(c.n)
     assert counts[0] == counts[1], counts

@@ -1,4 +1,4 @@
-"""Tests for the FFT, Cheby and RSWAF bases (kaem/bases.py, spec section 2).
+"""Tests for the FFT, Cheby and RSWAF bases (kaem/bases.py, method §2).
 
 Hand-written derivatives are checked against central differences in float64, first on the
 basis itself (dB/dx, dB/dτ), then through a KAN layer used both as a generator layer

@@ -1,4 +1,4 @@
-"""Grid updating (spec 2.1): quantile grids, least-squares refit, RBF scale, domain, schedule."""
+"""Grid updating (method §2.1): quantile grids, least-squares refit, RBF scale, domain, schedule."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The natural-image presets svhn, cifar10 and celeba (spec §5, the reference's INI files):
+"""The natural-image presets svhn, cifar10 and celeba (method §5, the reference's INI files):
 ``cli.py train --dataset svhn|cifar10|celeba --mode ula|thermo`` on tiny files in the real
 formats, the stored config, and RGB sample grids."""
 from __future__ import annotations

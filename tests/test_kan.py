@@ -1,4 +1,4 @@
-"""Tests for kaem/bases.py, kaem/activations.py and kaem/kan.py (spec section 2).
+"""Tests for kaem/bases.py, kaem/activations.py and kaem/kan.py (method §2).
 
 Every hand-written backward pass is checked against central differences (tests/gradcheck.py)
 for EVERY registered basis (``kaem.nn.bases.BASES``) and EVERY activation
@@ -64,7 +64,7 @@ def inputs(layer: KANLayer, shape: tuple, seed: int) -> np.ndarray:
 # ---- independent reference implementations ---------------------------------------------
 
 def ref_basis(layer: KANLayer, x: np.ndarray) -> np.ndarray:
-    """B (..., in, nb) computed from the spec's formulas, not from kaem.nn.bases.
+    """B (..., in, nb) computed from the method's formulas, not from kaem.nn.bases.
 
     RBF: exp(-((x - t_g)/(h·τ))²/2) on G+1 uniform knots; B-spline: scipy's B-spline
     basis elements on the uniformly extended knot vector. Bases added later fall back to

@@ -253,3 +253,18 @@ def test_the_reference_path_calls_no_kernel(monkeypatch):
     monkeypatch.setenv("KAEM_KERNELS", "fast")
     with pytest.raises(AssertionError, match="a kernel ran"):
         _train(RUNS["is"], iters=1)
+
+
+def test_the_command_line_refuses_an_unknown_kernel_path(tmp_path):
+    """KAEM_KERNELS=bogus: one error line naming the valid paths, exit status 2, nothing written."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "KAEM_KERNELS": "bogus"}
+    res = subprocess.run([sys.executable, os.path.join(root, "cli.py"), "make-darcy", "--n", "2", "--resolution", "4",
+                          "--data-dir", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == ["error: KAEM_KERNELS='bogus' is not a kernel path; valid: fast, reference"]
+    assert not any(tmp_path.iterdir())

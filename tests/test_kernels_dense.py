@@ -23,7 +23,7 @@ from kaem.backend import get_backend
 from kaem.config import load_config
 from kaem.nn.kan import KANLayer, KANSpec
 from kaem.likelihood.gaussian import GaussianLikelihood, apply_output_activation, output_activation_grad
-from kaem.numerics import normal_streams, standard_normal_
+from kaem.streams import normal_streams, standard_normal_
 from kaem.build import make_optimizer
 from kaem.optim import OPTIMIZERS
 

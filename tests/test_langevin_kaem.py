@@ -180,7 +180,7 @@ def test_langevin_loss_value(be64):
 @pytest.mark.parametrize("rule", ["left", "trapezoid", "right"])
 def test_thermo_loss_value_counts_each_interval_once(be64, rule):
     """loss = −mean_b TI_b(ll) − mean log p̃(z_t=1) + CD, TI the sampler library's estimator
-    (left sum / trapezoid over the ladder, spec §7.4: no doubled first interval)."""
+    (left sum / trapezoid over the ladder, method §7.4: no doubled first interval)."""
     m = _model(be64)
     rng = be64.rng(8)
     B, temps = 2, temperature_ladder(4, 3.0)

@@ -1,4 +1,4 @@
-"""The mixture prior (kaem/priors/mixture.py, spec 1.2): density against an independent
+"""The mixture prior (kaem/priors/mixture.py, method §1.2): density against an independent
 computation, finite-difference checks of every backward pass, the contrastive-divergence
 gradient as an unbiased estimate of the exact one, inverse-transform samples against the
 quadrature CDF of the mixture (KS), grid updating, the objectives and checkpoints.

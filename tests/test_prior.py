@@ -1,4 +1,4 @@
-"""Tests for kaem/prior.py: the univariate energy-based prior (spec sections 1.1 and 3).
+"""Tests for kaem/prior.py: the univariate energy-based prior (method §1.1 and §3).
 
 Gradients of log p̃(z) and log Z are checked against central differences (tests/gradcheck.py)
 for every π0 and every registered basis; the quadrature is checked against closed forms and
@@ -246,7 +246,7 @@ def test_log_prob_integrates_to_one(pi0: str, QP: tuple) -> None:
 
 @pytest.mark.parametrize("pi0", ["ebm", "gaussian", "lognormal"])
 def test_log_prob_eps_offset(pi0: str) -> None:
-    """With ε > 0 the density is exp(f)(π0+ε)/Z (spec 1.1), so its integral is exactly
+    """With ε > 0 the density is exp(f)(π0+ε)/Z (method §1.1), so its integral is exactly
     1 + ε ∫exp(f) / Z: a fixed, documented offset, nothing else."""
     eps = 1e-4
     prior = make_prior(pi0, P=1, Q=1, seed=9, eps=eps)

@@ -77,7 +77,7 @@ def check_generator_choice(cfg: Config) -> None:
 
 
 def _check_deep_prior(cfg: Config) -> None:
-    """EbmModel.layer_widths = (Q, hidden..., 1): the deep prior (spec 1.3), whose base
+    """EbmModel.layer_widths = (Q, hidden..., 1): the deep prior (method §1.3), whose base
     density is N(0, I) and whose normaliser is intractable (so no exact-log Z training)."""
     e = cfg["EbmModel"]
     widths = format_value(e["layer_widths"])

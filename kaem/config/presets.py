@@ -8,12 +8,12 @@ from __future__ import annotations
 
 
 # The reference's MNIST/FMNIST runs use RBF with G = 20 (the schema defaults) or FFT with
-# G = 50 in both the prior and the generator (spec section 5).
+# G = 50 in both the prior and the generator (method §5).
 # FFT presets use 200 Gauss–Legendre nodes (the reference's FFT value for SVHN/CelebA): after
 # one FMNIST epoch with 100 nodes log Z was already off by 1e-2 (2e-4 with 200).
 _FFT = {"EbmModel": {"spline_function": "FFT", "grid_size": "50", "GaussQuad_nodes": "200"},
         "GeneratorModel": {"spline_function": "FFT", "grid_size": "50"}}
-# The reference's natural-image runs (thezettascale's svhn/cifar/celeba_config.ini, spec §5):
+# The reference's natural-image runs (thezettascale's svhn/cifar/celeba_config.ini, method §5):
 # for each of Q = 81 latents a mixture of P = 40 components, FFT G = 50 on ±1.5 with a
 # leakyrelu base and 200 nodes; a conv-transpose generator (the [CNN] defaults are the SVHN
 # stack); σ = 0.3, σ_n = 0.01; ULA posterior, η = 0.005 (--mode thermo: 5 temperatures,
@@ -34,12 +34,12 @@ def _images(cnn: dict, langevin_steps: str = "40") -> dict:
 
 
 # The deep-prior (Pang et al. 2020) presets follow the reference's *_pang_config.ini (the
-# thezettascale copies, spec 5): energy 100 -> 200 -> 200 -> 1 of KAN layers (FFT, G = 50,
+# thezettascale copies, method §5): energy 100 -> 200 -> 200 -> 1 of KAN layers (FFT, G = 50,
 # gelu, range ±1.5), conv-transpose generator, prior and posterior ULA, Adam 2e-4, batch
 # 100, 20 000 images, 40 epochs. Deviations: π0 = N(0, I) (the reference's flat "ebm" base
 # leaves the density improper and nothing to start prior Langevin from), and num_temps = 1
 # (the files also set 5 temperatures, which here would select thermodynamic integration;
-# the spec's PANG row is ULA).
+# the method's PANG row is ULA).
 _PANG = {"EbmModel": {"layer_widths": "100, 200, 200, 1", "deep_body": "kan", "π_0": "gaussian",
                       "base_activation": "gelu", "spline_function": "FFT", "grid_size": "50",
                       "grid_range": "-1.5, 1.5", "ε_scale": "1"},

@@ -135,7 +135,7 @@ SCHEMA: dict = {
         "shared_uniform": flag(True),
         "deep_body": choice("kan", ("kan", "mlp")),  # deep prior's network (> 2 layer_widths)
     },
-    "MixtureModel": {  # the mixture prior (spec 1.2), the reference's section and keys
+    "MixtureModel": {  # the mixture prior (method §1.2), the reference's section and keys
         "use_mixture_prior": flag(False),
         "train_proportions": flag(False),
         "λ_reg": real(0.0, ge=0),

@@ -35,7 +35,8 @@ from kaem.evaluation.paths import MIXTURE_PATHS, DeepPriorPath, ITSLatent, make_
 from kaem.nn.kan import fixed_parameters
 
 # Defaults, justified by bench/ais.py (README of the bench output in the report):
-DEFAULT_TEMPS = 300
+DEFAULT_TEMPS = 1000
+DEFAULT_SCHEDULE = "geometric"
 DEFAULT_CHAINS = 16
 DEFAULT_LEAPFROG = 5  # HMC: L leapfrog steps per move
 DEFAULT_STEPS = 1  # moves per temperature
@@ -71,7 +72,7 @@ def _summary(logp: Any, ess: Any, var: Any, C: int) -> dict[str, Any]:
 
 
 def ais_loglik(model: Any, x: Any, *, rng: Any, temps: int = DEFAULT_TEMPS, chains: int = DEFAULT_CHAINS,
-               schedule_kind: str = "sigmoid", n_leapfrog: int = DEFAULT_LEAPFROG,
+               schedule_kind: str = DEFAULT_SCHEDULE, n_leapfrog: int = DEFAULT_LEAPFROG,
                steps_per_temp: int = DEFAULT_STEPS, pilot_chains: int = DEFAULT_PILOT,
                logZ_chains: int = DEFAULT_LOGZ_CHAINS, mixture: str = "its",
                max_chains: int = MAX_CHAINS) -> dict[str, Any]:
@@ -145,7 +146,7 @@ def log_Z(prior: Any, t: Any, chains: int, rng: Any, pilot_chains: int = DEFAULT
             "logZ_chains": chains, "logZ_dev": d["logp"][0]}
 
 
-def ais_weights(path: Any, temps: int, chains: int, rng: Any, schedule_kind: str = "sigmoid",
+def ais_weights(path: Any, temps: int, chains: int, rng: Any, schedule_kind: str = DEFAULT_SCHEDULE,
                 n_leapfrog: int = DEFAULT_LEAPFROG, steps_per_temp: int = DEFAULT_STEPS,
                 pilot_chains: int = DEFAULT_PILOT) -> dict[str, Any]:
     """Forward AIS on any path (:mod:`kaem.evaluation.anneal`): per-datum device arrays

@@ -55,6 +55,7 @@ GEOMETRIC_T_MIN = 1e-4  # the geometric schedule's first nonzero temperature
 TARGET_ACCEPTANCE = {1: 0.574}  # MALA's optimum; HMC with L > 1 leapfrog steps: 0.65
 HMC_ACCEPTANCE = 0.65
 ADAPT_RATE = 0.5  # γ of the pilot's log θ update
+PILOT_MOVES = 1  # the pilot's moves per temperature (at least n_steps)
 
 
 class Path(Protocol):
@@ -195,21 +196,20 @@ def anneal(path: Any, v: Array, temps: Array, C: int, rng: Any, steps: Array | N
         steps = xp.empty((K + 1, B), dtype=v.dtype)
         log_step = xp.full(B, math.log(path.init_step), dtype=v.dtype)
         steps[0] = path.init_step
+    moves = max(n_steps, PILOT_MOVES) if pilot else n_steps
     for k in range(1, K + 1):
         w += dt[k - 1] * ev.ll.astype(xp.float64)
         if k == K:
             break
         t = temps[k]
-        used = xp.zeros(B, dtype=v.dtype) if pilot else None
-        for _ in range(n_steps):
+        for _ in range(moves):
             theta = xp.exp(log_step) if pilot else steps[k]
             v, ev, prob = hmc_move(path, v, ev, t, xp.tile(theta, C), n_leapfrog, rng)
-            acc[k] += prob.mean() / n_steps
+            acc[k] += prob.mean() / moves
             if pilot:
-                used += log_step / n_steps
                 log_step = log_step + ADAPT_RATE * (prob.reshape(C, B).mean(axis=0) - goal)
         if pilot:
-            steps[k] = xp.exp(used)
+            steps[k] = xp.exp(log_step)  # the adapted step: the pilot's best guess for t_k
     if pilot:
         steps[K] = steps[max(K - 1, 0)]
     return AnnealResult(w, v, ev, acc, steps)

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from kaem.backend import array_module, to_numpy
-from kaem.evaluation.ais import (DEFAULT_CHAINS, DEFAULT_LEAPFROG, DEFAULT_PILOT, DEFAULT_STEPS, DEFAULT_TEMPS,
-                                 check_settings)
+from kaem.evaluation.ais import (DEFAULT_CHAINS, DEFAULT_LEAPFROG, DEFAULT_PILOT, DEFAULT_SCHEDULE, DEFAULT_STEPS,
+                                 DEFAULT_TEMPS, check_settings)
 from kaem.evaluation.anneal import anneal, per_datum, schedule
 from kaem.evaluation.paths import ITSLatent, ITSPath
 from kaem.likelihood.gaussian import apply_output_activation
@@ -72,7 +72,7 @@ def _mean_se(a: np.ndarray) -> tuple[float, float]:
 
 
 def bdmc(model: Any, n: int, *, rng: Any, temps: int = DEFAULT_TEMPS, chains: int = DEFAULT_CHAINS,
-         schedule_kind: str = "sigmoid", n_leapfrog: int = DEFAULT_LEAPFROG, steps_per_temp: int = DEFAULT_STEPS,
+         schedule_kind: str = DEFAULT_SCHEDULE, n_leapfrog: int = DEFAULT_LEAPFROG, steps_per_temp: int = DEFAULT_STEPS,
          pilot_chains: int = DEFAULT_PILOT, max_chains: int = 4096) -> dict[str, Any]:
     """BDMC on n images simulated from ``model`` (module docstring), with the AIS settings of
     :func:`kaem.evaluation.ais.ais_loglik`.

@@ -1,4 +1,4 @@
-"""Evaluation that needs no downloads (spec section 6).
+"""Evaluation that needs no downloads (method §6).
 
 * Held-out log-likelihood by importance sampling from the prior:
       log p(x) ≈ logsumexp_s log N(x; out_act(G(h(z_s))), σ² I) − log S,   z_s ~ prior,

@@ -11,7 +11,7 @@ mlp    dense layers with an activation (baseline)              ``mlp.py``   ``ML
 Every generator offers: ``params`` / ``grads`` / ``buffers`` (flat name -> live array dicts)
 and ``zero_grad()``; ``forward(h, cache=True)`` -> g; ``backward(dg, need_dh=True,
 need_params=True)`` -> dh (parameter gradients accumulate unless ``need_params`` is False);
-``update_grids(h, ratio)`` -> whether grid updating (spec 2.1) moved anything; and the
+``update_grids(h, ratio)`` -> whether grid updating (method §2.1) moved anything; and the
 ``training`` flag (True: batch statistics in batch norm; False, for sampling and
 evaluation: running statistics). ``base.LayerStack`` implements what they share.
 """

@@ -60,5 +60,5 @@ class LayerStack:
         return dg
 
     def update_grids(self, h: Any, ratio: float) -> bool:
-        """Grid updating (spec 2.1) for generators without grids: nothing moves."""
+        """Grid updating (method §2.1) for generators without grids: nothing moves."""
         return False

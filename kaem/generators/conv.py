@@ -1,4 +1,4 @@
-"""The conv-transpose generator of the natural-image experiments (spec §5, config [CNN]).
+"""The conv-transpose generator of the natural-image experiments (method §5, config [CNN]).
 
 The generator input h (N, Q) is a 1×1 image with Q channels; L transposed convolutions
 grow it to the data's C×H×W:
@@ -7,7 +7,7 @@ grow it to the data's C×H×W:
     a_l = act( BN_l( ConvT_l(a_{l−1}) ) ),   l = 1..L−1   (BN only with CNN.batchnorm)
     g   = ConvT_L(a_{L−1}),   flattened in (C, H, W) order to (N, D)
 
-An activation sits between layers (spec §7.3; the reference's is inside its batch norm, so
+An activation sits between layers (method §7.3; the reference's is inside its batch norm, so
 without batch norm its generator is linear). The output activation belongs to the
 likelihood. With ``CNN.latent_concat`` every layer after the first also sees h, broadcast
 over space as Q extra input channels (the reference's option of that name).

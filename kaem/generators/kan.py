@@ -1,4 +1,4 @@
-"""The KAN generator: the "outer functions" of the Kolmogorov–Arnold reading (spec section 1).
+"""The KAN generator: the "outer functions" of the Kolmogorov–Arnold reading (method §1).
 
     g = G(h)     a stack of KAN layers, widths Q -> ... -> D, h (N, Q) -> g (N, D)
 
@@ -27,7 +27,7 @@ class KANGenerator(LayerStack):
         self.layers = [KANLayer(be, i, o, spec, rng) for i, o in zip(self.widths[:-1], self.widths[1:])]
 
     def update_grids(self, h: Any, ratio: float) -> bool:
-        """Grid updating (spec 2.1): each layer is refitted on its own inputs, propagated from
+        """Grid updating (method §2.1): each layer is refitted on its own inputs, propagated from
         h (N, Q) through the (already updated) layers before it. Returns whether any moved."""
         changed = False
         for layer in self.layers:

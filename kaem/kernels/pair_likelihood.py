@@ -19,7 +19,7 @@ from kaem.backend import array_module
 from kaem.kernels import register
 from kaem.kernels.threads import map_blocks, row_blocks
 from kaem.likelihood.gaussian import log_lik
-from kaem.numerics import normal_streams, standard_normal_
+from kaem.streams import normal_streams, standard_normal_
 
 # pair mode works through its (S, B, D) tensor in blocks of whole s-slices of about this
 # many elements, so that the dozen elementwise passes of a block run in cache (CPU)

@@ -37,7 +37,7 @@ from typing import Any
 from kaem.backend import array_module
 from kaem.kernels import replaceable
 from kaem.nn.activations import sigmoid
-from kaem.numerics import standard_normal_
+from kaem.streams import standard_normal_
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "tanh", "none")
 NOISE_SHARING = ("pair", "sample")

@@ -18,7 +18,7 @@ A population laid out temperature-major, i = k·B + b (what
 :func:`kaem.samplers.thermo_sample` uses), or as R chains per datum, i = r·B + b, therefore
 has datum b in its last index, as replica exchange requires.
 
-Injection noise (σ_n of spec §1.4) is NOT used inside the sampler by default: the target
+Injection noise (σ_n of method §1.4) is NOT used inside the sampler by default: the target
 is the noise-free likelihood N(x; out_act(g), σ²I), a deterministic function of z. With
 noise redrawn at every evaluation the target would be a different random function at
 every call, which breaks autoMALA's Metropolis test and reversibility check (they compare

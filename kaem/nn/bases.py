@@ -1,4 +1,4 @@
-"""Univariate basis families for KAN functions (spec section 2).
+"""Univariate basis families for KAN functions (method §2).
 
 A basis is one self-contained definition: how many functions it has, its grid (if any),
 its values and its derivatives with respect to the input x and the scale tau. The KAN
@@ -244,7 +244,7 @@ class GridFreeBasis(Basis):
 class FFT(GridFreeBasis):
     """Fourier features  cos(2π τ g x), sin(2π τ g x),  g = 0..G  (2(G+1) functions, no grid).
 
-    Coefficient layout: the spec's (2, in, out, G+1) array (index 0 = cos, 1 = sin) is
+    Coefficient layout: the method's (2, in, out, G+1) array (index 0 = cos, 1 = sin) is
     stored as ``coef`` (in, out, 2(G+1)) with the cos block first, then the sin block:
     ``coef[i, o, g] = c_spec[0, i, o, g]`` and ``coef[i, o, G+1+g] = c_spec[1, i, o, g]``,
     i.e. ``c_spec = coef.reshape(in, out, 2, G+1).transpose(2, 0, 1, 3)``. The basis

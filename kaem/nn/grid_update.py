@@ -1,4 +1,4 @@
-"""Adaptive grid updating (spec section 2.1, pykan / efficient-kan style).
+"""Adaptive grid updating (method §2.1, pykan / efficient-kan style).
 
 For a grid-based layer and a batch of its inputs:
 1. evaluate the spline part of every function on the samples, s = Σ_g c_g B_g(x);
@@ -159,7 +159,7 @@ def grid_update_due(iteration: int, last_update: int, frequency: int, decay: flo
 def prior_domain_from_grid(points: Any) -> Any:
     """New integration domain (P, 2) from the prior's grid points (P, G+1): the span widened by
     ``DOMAIN_MARGIN`` of its range on each side. (The reference multiplies min and max by
-    0.9 and 1.1, which shrinks the domain when min < 0 — spec 7.2.)"""
+    0.9 and 1.1, which shrinks the domain when min < 0 — method §7.2.)"""
     xp = array_module(points)
     lo, hi = points[:, 0], points[:, -1]
     pad = DOMAIN_MARGIN * (hi - lo)

@@ -1,5 +1,5 @@
 """Training objectives: the maximum-likelihood loss of a minibatch, with its gradients
-written by hand (spec section 4), and the one dispatcher that picks the config's.
+written by hand (method §4), and the one dispatcher that picks the config's.
 
 =========  ================================================  ======================
 mode       posterior samples behind the loss                 module

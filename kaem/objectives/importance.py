@@ -1,4 +1,4 @@
-"""Maximum likelihood by importance sampling (spec sections 4 and 4.1).
+"""Maximum likelihood by importance sampling (method §4 and §4.1).
 
 With S prior samples z_s shared by the batch, self-normalised weights
 w[b, s] = softmax_s(log p(x_b | z_s)) (resampled where the ESS is low), and the weights

@@ -1,4 +1,4 @@
-"""Langevin maximum likelihood (spec §4, §4.2–4.3): per-datum posterior chains by ULA or
+"""Langevin maximum likelihood (method §4, §4.2–4.3): per-datum posterior chains by ULA or
 autoMALA, then the loss with the chains held constant.
 
 Like ``kaem/objectives/importance.py``: ``langevin_loss_and_grad`` takes the posterior

@@ -1,4 +1,4 @@
-"""Importance weights, effective sample size and resampling (spec section 4.1).
+"""Importance weights, effective sample size and resampling (method §4.1).
 
 All functions work on R rows of S weights at once (one row per datum), with no loop over
 rows or samples. A resampler returns integer counts (R, S) with Σ_s counts[r, s] = S and

@@ -1,4 +1,4 @@
-"""Thermodynamic integration (spec §4.4): all power posteriors sampled at once, the loss
+"""Thermodynamic integration (method §4.4): all power posteriors sampled at once, the loss
 from the TI estimate of log p(x).
 
 Selected by ``THERMODYNAMIC_INTEGRATION.num_temps`` = N_t > 1. Ladder t_k = (k/N_t)^p,

@@ -1,4 +1,4 @@
-"""Latent priors (spec sections 1.1–1.3), one module each, chosen by the config.
+"""Latent priors (method §1.1–1.3), one module each, chosen by the config.
 
 =============  ==========================================  =================================
 name           what                                        module
@@ -38,7 +38,7 @@ Every prior offers the same interface to the model, the objectives and the sampl
   weighs π0 draws: ``sample_pi0(n, rng)``, ``log_tilt(z)`` = log p̃(z) − log π0(z) and
   ``estimate_log_Z(n, rng)`` (importance sampling from π0, with its standard error);
 * ``to_input(z)`` -> generator input h (N, Q) and its backward ``input_grad(dh)`` -> dz;
-* ``update_grid(z, ratio)`` -> whether grid updating (spec 2.1) moved anything.
+* ``update_grid(z, ratio)`` -> whether grid updating (method §2.1) moved anything.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The prior loss of a prior whose log density is one unnormalised function (spec 4):
+"""The prior loss of a prior whose log density is one unnormalised function (method §4):
 
     L = − Σ_i a_i log p̃(z_i)  +  (1/S') Σ_s log p̃(z'_s),
 

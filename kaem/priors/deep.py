@@ -1,4 +1,4 @@
-"""The deep energy prior: the latent-space EBM of Pang et al. (2020) (spec section 1.3).
+"""The deep energy prior: the latent-space EBM of Pang et al. (2020) (method §1.3).
 
 One multivariate energy over the whole latent z ∈ R^Q,
 
@@ -84,7 +84,7 @@ class DeepPrior(VectorLatent):
         self.net.zero_grad()
 
     def update_grid(self, z: Any, ratio: float) -> bool:
-        """Grid updating (spec 2.1) of a KAN body on posterior samples z (N, Q), layer by
+        """Grid updating (method §2.1) of a KAN body on posterior samples z (N, Q), layer by
         layer as in the generator; an MLP body has no grid. No domain to move: π0 has
         unbounded support."""
         return self.net.update_grids(z, ratio)
@@ -124,7 +124,7 @@ class DeepPrior(VectorLatent):
         return self.log_unnorm_and_grad
 
     def prior_loss(self, z_post: Any, weight: Any, z_cd: Any = None, exact_logZ: bool = False) -> Any:
-        """The prior part of every objective (spec 4), gradients accumulating:
+        """The prior part of every objective (method §4), gradients accumulating:
         − Σ_i weight_i log p̃(z_post_i) + (1/S') Σ_s log p̃(z_cd_s), z_cd prior-ULA draws; its
         gradient estimates −E_post[∇f] + E_π[∇f] = −E_post[∇ log π]. There is no exact log Z
         to differentiate, so z_cd is required."""

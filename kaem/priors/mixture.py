@@ -1,4 +1,4 @@
-"""The mixture prior (spec section 1.2), selected by ``MixtureModel.use_mixture_prior``.
+"""The mixture prior (method §1.2), selected by ``MixtureModel.use_mixture_prior``.
 
 Each latent coordinate q = 1..Q has its own mixture of P normalised univariate EBMs,
 
@@ -9,7 +9,7 @@ the prior of z ∈ R^Q is Π_q π_q(z_q), and the generator input is h = z. The 
 functions of one KAN layer with in = Q, out = P used pointwise (component p of coordinate
 q reads z_q); Z_{q,p} comes from the quadrature shared with the univariate prior
 (``kaem/priors/quadrature.py``) on input q's interval. The components are normalised:
-the reference leaves Z_{q,p} out or takes the log of a product (spec 7.8), which turns
+the reference leaves Z_{q,p} out or takes the log of a product (method §7.8), which turns
 the proportions into α_{q,p}·Z_{q,p}.
 
 Log density. With a_{q,p}(z) = log α_{q,p} + e_{q,p}(z_q) − log Z_{q,p} and the energy
@@ -22,7 +22,7 @@ e_{q,p} = f_{q,p} + log(π0_p + ε),
 
 θ any parameter of the energies (KAN coefficients, τ, learnable π0's μ_p and log σ_p).
 
-Prior loss (the prior's part of every objective, spec 4): L = − Σ_i a_i log π(z_i) for
+Prior loss (the prior's part of every objective, method §4): L = − Σ_i a_i log π(z_i) for
 posterior samples z_i with constant weights a_i (Σ a_i = 1). Its log Z part of the
 gradient is + Σ_{q,p} r̄_{q,p} ∂ log Z_{q,p}, r̄_{q,p} = Σ_i a_i r_{q,p}(z_i) the posterior's
 mean responsibilities, and ∂ log Z_{q,p} = E_{π_{q,p}}[∂e_{q,p}]:
@@ -93,7 +93,7 @@ class MixturePrior(VectorLatent, QuadratureDensities):
             g[...] = 0
 
     def update_grid(self, z: Any, ratio: float) -> bool:
-        """Grid updating (spec 2.1) on posterior samples z (N, Q): input q's grid and all P
+        """Grid updating (method §2.1) on posterior samples z (N, Q): input q's grid and all P
         components of coordinate q are fitted to z[:, q]. Returns whether it moved."""
         N = z.shape[0]
         return self.update_layer_grid(self.be.xp.broadcast_to(z[:, None, :], (N, self.P, self.Q)), ratio)

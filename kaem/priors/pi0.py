@@ -1,4 +1,4 @@
-"""Base densities π0 of the energy-based priors (spec section 1.1).
+"""Base densities π0 of the energy-based priors (method §1.1).
 
 Every π0 is given by its log density and the x-derivative of that, elementwise (any shape):
 log π0 = −inf and derivative 0 outside the support. The density itself is exp(log π0);
@@ -16,7 +16,7 @@ p of the univariate prior, per component p of the mixture). σ_p is stored as it
     log π0(x) = −½ u² − log σ_p − ½ log 2π,   u = (x − μ_p)/σ_p,
     ∂/∂x = −u/σ_p,   ∂/∂μ_p = u/σ_p,   ∂/∂log σ_p = u² − 1.
 
-(The reference's learnable density is the reciprocal of a Gaussian, spec 7.8.)
+(The reference's learnable density is the reciprocal of a Gaussian, method §7.8.)
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Normalisation by quadrature and inverse transform sampling (spec section 3), shared by the
+"""Normalisation by quadrature and inverse transform sampling (method §3), shared by the
 univariate and the mixture prior.
 
 Both priors are made of the same thing: the functions f_{o,i} of one KAN layer (in = I,
@@ -15,7 +15,7 @@ inverse-transform tables and grid updates for either.
 Quadrature rules (``EbmModel.quadrature_method``), with g = exp(f) π0 the integrand:
 
 * ``gausslegendre``: Z ≈ Σ_k w_k g(x_k), K = ``GaussQuad_nodes`` nodes mapped to [a, b] by
-  x = (a+b)/2 + (b−a)/2·ξ (spec 7.6). Inverse transform: the cumulative weights split [a, b]
+  x = (a+b)/2 + (b−a)/2·ξ (method §7.6). Inverse transform: the cumulative weights split [a, b]
   into K cells with node k inside cell k; cell k gets mass w_k g(x_k).
 * ``trapezium``: Z ≈ Σ_k ½(g(x_{k−1}) + g(x_k))(x_k − x_{k−1}) on the KAN grid (the reference's
   rule): the nodes are a, the layer's grid points inside (a, b), and b; a grid-free basis
@@ -300,8 +300,8 @@ class QuadratureDensities:
 
     # ---- grid updating and curves -------------------------------------------------------------
     def update_layer_grid(self, z: Any, ratio: float) -> bool:
-        """Grid updating (spec 2.1) on samples z (N, O, I) of every function's input; the
-        quadrature domain follows the new grid (widened, never shrunk: spec 7.2)."""
+        """Grid updating (method §2.1) on samples z (N, O, I) of every function's input; the
+        quadrature domain follows the new grid (widened, never shrunk: method §7.2)."""
         if not update_pointwise_grid(self.layer, z, ratio):
             return False
         self.domain[...] = prior_domain_from_grid(self.layer.basis.interior(self.layer.buffers["grid"]))

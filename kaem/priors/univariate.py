@@ -1,4 +1,4 @@
-"""The univariate energy-based prior (spec sections 1.1 and 3).
+"""The univariate energy-based prior (method §1.1 and §3).
 
 For every pair (q, p), q = 1..Q, p = 1..P, one learned density on [a_p, b_p]
 
@@ -53,7 +53,7 @@ class UnivariatePrior(QuadratureDensities):
         return dh[:, :, None].repeat(self.P, axis=2)
 
     def update_grid(self, z: Any, ratio: float) -> bool:
-        """Grid updating (spec 2.1) on posterior samples z (N, Q, P): input p's grid is fitted
+        """Grid updating (method §2.1) on posterior samples z (N, Q, P): input p's grid is fitted
         to z[:, :, p], function (q, p) to its own samples. Returns whether it moved."""
         return self.update_layer_grid(z, ratio)
 
@@ -83,7 +83,7 @@ class UnivariatePrior(QuadratureDensities):
         return self.log_unnorm(z, cache=False) - self.log_Z(cache=False).sum()
 
     def prior_loss(self, z_post: Any, weight: Any, z_cd: Any = None, exact_logZ: bool = False) -> Any:
-        """The prior part of every objective (spec 4), gradients accumulating:
+        """The prior part of every objective (method §4), gradients accumulating:
 
             − Σ_i weight_i log p̃(z_post_i)  +  (1/S') Σ_s log p̃(z_cd_s)   (contrastive divergence)
                                              +  Σ_{q,p} log Z_{q,p}          (exact_logZ)

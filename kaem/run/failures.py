@@ -6,7 +6,7 @@ returns its exit status) and turns whatever it raises into one line on stderr:
 ==============================================  ======  ==========================================
 raised                                          status  printed
 ==============================================  ======  ==========================================
-CommandError, ConfigError (bad arguments)       2       ``error: <message>``
+CommandError, ConfigError, KernelError         2       ``error: <message>``
 DatasetError, CheckpointError, BackendError,    1       ``error: <message>``
 TrainingError, JobFileError, RunLockError
 Interrupted (training checkpointed on a signal) 130/143 ``stopped: <message>``
@@ -49,6 +49,7 @@ def _report(command: Callable[[Any], int], args: Any) -> int:
     from kaem.backend import BackendError
     from kaem.config import ConfigError
     from kaem.datasets import DatasetError
+    from kaem.kernels import KernelError, kernel_mode
     from kaem.run.checkpoint import CheckpointError
     from kaem.run.jobs import JobFileError
     from kaem.run.lock import RunLockError
@@ -61,10 +62,11 @@ def _report(command: Callable[[Any], int], args: Any) -> int:
         return status
 
     try:
+        kernel_mode()  # KAEM_KERNELS names a path, before any work
         return command(args)
-    except (CommandError, ConfigError, DatasetError, CheckpointError, BackendError, TrainingError, JobFileError,
-            RunLockError) as e:
-        return fail(str(e), 2 if isinstance(e, (CommandError, ConfigError)) else 1)
+    except (CommandError, ConfigError, KernelError, DatasetError, CheckpointError, BackendError, TrainingError,
+            JobFileError, RunLockError) as e:
+        return fail(str(e), 2 if isinstance(e, (CommandError, ConfigError, KernelError)) else 1)
     except Interrupted as e:  # checkpointed: not an error
         print(f"stopped: {e}", file=sys.stderr)
         return e.exit_code

@@ -76,7 +76,7 @@ def _stack_size(widths: list[int], n: int, kan: dict | None) -> tuple[int, int]:
 def training_memory(cfg: Config, data_shape: tuple[int, ...], n_train: int, n_test: int,
                     itemsize: int) -> list[tuple[str, int, str]]:
     """The largest allocations of training ``cfg``: (what, bytes, the setting that sizes it)."""
-    t, e, g = cfg["TRAINING"], cfg["EbmModel"], cfg["GeneratorModel"]
+    t, e = cfg["TRAINING"], cfg["EbmModel"]
     ti, pl = cfg["THERMODYNAMIC_INTEGRATION"], cfg["POST_LANGEVIN"]
     D = math.prod(data_shape)
     B, S = min(t["batch_size"], n_train), t["importance_sample_size"]

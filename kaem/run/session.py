@@ -219,7 +219,8 @@ def finished_text(trainer: Any, epochs: int, max_iters: int | None, name: str) -
     at = f"epoch {round(it / ipe, 2):g} of {epochs}"
     if it >= planned:
         return f"{name} is finished ({at}); nothing to train — raise --epochs to continue"
-    return f"{name} has reached --max-iters {max_iters} (iteration {it}, {at}); nothing to train — raise --max-iters to continue"
+    return (f"{name} has reached --max-iters {max_iters} (iteration {it}, {at}); nothing to train — "
+            "raise --max-iters to continue")
 
 
 def _prepare(plan: TrainingPlan, ckpt: dict[str, Any] | None, log: Log) -> Any:
@@ -244,7 +245,8 @@ def _prepare(plan: TrainingPlan, ckpt: dict[str, Any] | None, log: Log) -> Any:
     if ckpt is not None:
         stored = meta.get("data") or {"resize": None}
         if stored != info:
-            raise CommandError(f"the data differ from those the checkpoint was trained on: {info} here, {stored} stored")
+            raise CommandError(f"the data differ from those the checkpoint was trained on: {info} here, "
+                               f"{stored} stored")
         model, seed = restore_model(ckpt, be), int(meta["seed"])
     else:
         seed = opts.seed

@@ -1,4 +1,4 @@
-"""Posterior samplers for KAEM (spec §4.2–4.4), device-agnostic (numpy/cupy).
+"""Posterior samplers for KAEM (method §4.2–4.4), device-agnostic (numpy/cupy).
 
 All samplers act on a population z of shape (N, *latent_shape) (chains on the leading
 axis) targeting log p(z) + t·log p(x|z) with per-chain temperatures t (N,), and draw

@@ -1,4 +1,4 @@
-"""autoMALA (spec §4.3): MALA with a per-chain step size chosen reversibly at every step.
+"""autoMALA (method §4.3): MALA with a per-chain step size chosen reversibly at every step.
 
 Biron-Lattes, Surjanovic, Syed, Campbell, Bouchard-Côté, "autoMALA: Locally adaptive
 Metropolis-adjusted Langevin algorithm", AISTATS 2024 (arXiv:2310.16782).
@@ -43,7 +43,7 @@ for a strictly fixed preconditioner):
   * "blend":    per chain and iteration, independently of the state: s = σ̂ w.p. 1/3,
     s = 1 w.p. 1/3, else s = λ + (1 − λ) σ̂ with λ ~ U(0,1) (the zero-one-inflated
     uniform mixture of Pigeons' MixDiagonalPreconditioner; a mixture of invariant kernels).
-The step θ₀ is also fixed within a call; after the call it is adapted (spec §4.3): the
+The step θ₀ is also fixed within a call; after the call it is adapted (method §4.3): the
 mean accepted step of each chain is multiplied by ``eta_changerate`` if the chain's
 acceptance rate exceeded 0.574, divided by it otherwise, and clamped to ``bounds``.
 

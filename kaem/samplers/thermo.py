@@ -1,4 +1,4 @@
-"""Thermodynamic integration (spec §4.4): ladder, schedule, replica exchange, TI estimate.
+"""Thermodynamic integration (method §4.4): ladder, schedule, replica exchange, TI estimate.
 
 Power posteriors p_t(z|x) ∝ p(x|z)^t p(z) on a ladder 0 = t_0 < ... < t_{N_t} = 1 and
 
@@ -99,7 +99,7 @@ def propose_exchange(ll: Array, temps: Any, rng: Any) -> tuple[int, Array]:
 def ti_weights(temps: Any, rule: str = "left") -> np.ndarray:
     """The TI rule: weights c_k (K,) with ∫_0^1 E_t[ll] dt ≈ Σ_k c_k E_{t_k}[ll] on the ladder
     temps (K,), t_0 = 0 < ... < t_{K−1} = 1; host float64. Each interval counted once
-    (not the reference's doubled first interval, spec §7.4):
+    (not the reference's doubled first interval, method §7.4):
 
         left:      c_k = t_{k+1} − t_k (k < K−1), c_{K−1} = 0   (t_0 samples are prior samples);
         trapezoid: c_k = ½(Δt_k + Δt_{k+1}), Δt_0 = Δt_K = 0;

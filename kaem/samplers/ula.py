@@ -1,4 +1,4 @@
-"""Unadjusted Langevin algorithm (spec §4.2), vectorised over chains.
+"""Unadjusted Langevin algorithm (method §4.2), vectorised over chains.
 
     z ← z + η ∇_z log π_t(z) + √(2η) ξ,    ξ ~ N(0, I),   log π_t = log p(z) + t·log p(x|z)
 
