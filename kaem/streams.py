@@ -171,18 +171,16 @@ class RowDraws:
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         if shape[0] != self.n:
             raise ValueError(f"{shape[0]} rows asked of a process that holds {self.n} of {self.total}")
-        rng, xp = self.shared, array_module(out) if out is not None else None
+        rng = self.shared
         m = math.prod(shape[1:])
         m_even = m + m % 2  # every row starts on a whole word
-        fill = standard_normal_ if normal else uniform_
-        if xp is None:
-            xp = _module_of(rng)
-        if not advanceable(rng, dtype):  # the whole array, this process's rows kept
-            full = fill(rng, xp.empty((self.total, m_even), dtype=dtype))
-            rows = xp.concatenate([full[a:b, :m] for a, b in self.segments]) if self.segments \
-                else xp.empty((0, m), dtype=dtype)
+        if not advanceable(rng, dtype):  # the whole array from the generator, this process's rows kept
+            full = (rng.standard_normal if normal else rng.random)((self.total, m_even), dtype=dtype)
+            xp = array_module(full)
+            rows = xp.concatenate([full[a:b, :m] for a, b in self.segments]) if self.segments else full[:0, :m]
             return _into(rows.reshape(shape), out)
-        res = out if out is not None and out.flags.c_contiguous else xp.empty(shape, dtype=dtype)
+        fill = standard_normal_ if normal else uniform_
+        res = out if out is not None and out.flags.c_contiguous else np.empty(shape, dtype=dtype)
         flat = res.reshape(self.n, m)
         row_words = _words(m_even, dtype, normal)
         j = 0
@@ -194,9 +192,17 @@ class RowDraws:
         return _into(res, out) if res is not out else res
 
 
-def _module_of(rng: Any) -> Any:
-    """numpy for a numpy generator, cupy for a cupy one."""
-    return np if isinstance(rng, np.random.Generator) else __import__("cupy")
+def shared(rng: Any) -> Any:
+    """The stream every process shares: ``rng`` itself, or a :class:`RowDraws`'s."""
+    return rng.shared if isinstance(rng, RowDraws) else rng
+
+
+def normals(rng: Any, shape: tuple[int, ...], dtype: Any, xp: Any = np) -> Any:
+    """Standard normals of ``shape``: this process's rows of a global array when ``rng`` is a
+    :class:`RowDraws`, else a plain fixed-cost draw (:func:`standard_normal_`)."""
+    if isinstance(rng, RowDraws):
+        return rng.standard_normal(shape, dtype=dtype)
+    return standard_normal_(rng, xp.empty(shape, dtype=dtype))
 
 
 def _into(a: Any, out: Any) -> Any:

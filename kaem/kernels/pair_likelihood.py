@@ -2,12 +2,10 @@
 
 Drop-in for ``GaussianLikelihood.log_lik_pairs_per_pair`` (``kaem/likelihood/gaussian.py``)
 on the CPU: the (S, B, D) pass over every (sample, datum) pair runs in blocks of whole
-s-slices of about ``BLOCK_ELEMENTS`` entries, spread over the threads; each block draws its
+s-slices of about ``BLOCK_ELEMENTS`` entries, spread over the threads; each block takes its
 noise, forms y and r = x − y, reduces ‖r‖², and leaves ∂ll/∂g = r ⊙ out_act'(y)/σ² in an
-(S, B, D) buffer the likelihood keeps across iterations (the reference allocates the noise, y
-and r anew). Each thread draws from a generator advanced to its first block
-(``normal_streams``), and blocks hold an even number of normals, so the noise is the
-reference's one (S, B, D) draw whatever the number of threads.
+(S, B, D) buffer the likelihood keeps across iterations (the reference allocates y and r
+anew). The noise is the reference's draw, one ξ per (datum, sample).
 """
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ from kaem.backend import array_module
 from kaem.kernels import register
 from kaem.kernels.threads import map_blocks, row_blocks
 from kaem.likelihood.gaussian import log_lik
-from kaem.streams import normal_streams, standard_normal_
+from kaem.streams import normals
 
 # pair mode works through its (S, B, D) tensor in blocks of whole s-slices of about this
 # many elements, so that the dozen elementwise passes of a block run in cache (CPU)
@@ -57,9 +55,8 @@ def _times_output_grad_(name: str, y: Any, r: Any, inv_var: float) -> Any:
 
 
 def _slices_per_block(S: int, B: int, D: int) -> int:
-    """s-slices per block: about BLOCK_ELEMENTS entries, an even number of normals per block."""
-    k = max(1, min(S, BLOCK_ELEMENTS // (B * D)))
-    return k + 1 if (B * D) % 2 and k % 2 and k < S else k
+    """s-slices per block: about BLOCK_ELEMENTS entries."""
+    return max(1, min(S, BLOCK_ELEMENTS // (B * D)))
 
 
 @register("GaussianLikelihood.log_lik_pairs_per_pair")
@@ -69,6 +66,8 @@ def log_lik_pairs_per_pair(lik: Any, x: Any, g: Any, rng: Any = None, noise: Any
     if xp is not np:
         return NotImplemented
     (S, D), B = g.shape, x.shape[0]
+    if noise is None:  # ξ (B, S, D) per datum, the reference's draw (kaem/streams.py)
+        noise = normals(rng, (B, S, D), g.dtype)
     shape = (S, B, D)
     buf = lik.__dict__.get("_kernel_pairs")
     if buf is None or buf.shape != shape or buf.dtype != g.dtype:
@@ -76,14 +75,6 @@ def log_lik_pairs_per_pair(lik: Any, x: Any, g: Any, rng: Any = None, noise: Any
     k = _slices_per_block(S, B, D)
     blocks = [(s0, min(S, s0 + k)) for s0 in range(0, S, k)]
     parts = row_blocks(xp, len(blocks))
-    streams = {0: rng}
-    if noise is None and len(parts) > 1:
-        at = [j0 for j0, _ in parts]
-        gens = normal_streams(rng, [(s1 - s0) * B * D for s0, s1 in blocks], g.dtype, at)
-        if gens is None:
-            parts = [(0, len(blocks))]
-        else:
-            streams = dict(zip(at, gens))
     sq = xp.empty((S, B), dtype=g.dtype)
     inv_var = 1.0 / lik.sigma ** 2
 
@@ -91,10 +82,7 @@ def log_lik_pairs_per_pair(lik: Any, x: Any, g: Any, rng: Any = None, noise: Any
         r = xp.empty((k, B, D), dtype=g.dtype)
         for s0, s1 in blocks[j0:j1]:  # blocks of s-slices sized for the cache, not one per sample
             a, rb = buf[s0:s1], r[:s1 - s0]
-            if noise is None:  # a = −σ_n ξ (the sign folded into the radius: no extra pass)
-                standard_normal_(streams[j0], a, scale=-lik.noise)
-            else:
-                xp.multiply(noise[:, s0:s1].transpose(1, 0, 2), -lik.noise, out=a)
+            xp.multiply(noise[:, s0:s1].transpose(1, 0, 2), -lik.noise, out=a)
             a -= g[s0:s1, None, :]  # a = −(g + σ_n ξ)
             y = _output_of_negated_(lik.out_act, a)
             xp.subtract(x, y, out=rb)

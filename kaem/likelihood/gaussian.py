@@ -37,7 +37,7 @@ from typing import Any
 from kaem.backend import array_module
 from kaem.kernels import replaceable
 from kaem.nn.activations import sigmoid
-from kaem.streams import standard_normal_
+from kaem.streams import normals, shared, standard_normal_
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "tanh", "none")
 NOISE_SHARING = ("pair", "sample")
@@ -112,10 +112,11 @@ class GaussianLikelihood:
 
     def output(self, g: Any, rng: Any = None, noise: Any = None) -> Any:
         """y = out_act(g + σ_n ξ), ξ given (``noise``, broadcastable to g) or drawn with g's
-        shape from ``rng``; no noise when σ_n = 0 or when neither is given."""
+        shape from ``rng`` (its shared stream: one ξ per row of g, whoever holds the data);
+        no noise when σ_n = 0 or when neither is given."""
         if self.noise == 0 or (noise is None and rng is None):
             return apply_output_activation(self.out_act, g)
-        xi = noise if noise is not None else standard_normal_(rng, array_module(g).empty_like(g))
+        xi = noise if noise is not None else standard_normal_(shared(rng), array_module(g).empty_like(g))
         a = g + self.noise * xi
         return apply_output_activation(self.out_act, a, out=a)  # a is ours: no second temporary
 
@@ -135,13 +136,13 @@ class GaussianLikelihood:
 
     @replaceable("GaussianLikelihood.log_lik_pairs_per_pair")
     def log_lik_pairs_per_pair(self, x: Any, g: Any, rng: Any = None, noise: Any = None) -> Any:
-        """``pair`` sharing: y[s, b] = out_act(g_s + σ_n ξ_sb), one (S, B, D) pass; ξ drawn as one
-        (S, B, D) array from ``rng`` or given as (B, S, D). Keeps the factors
+        """``pair`` sharing: y[s, b] = out_act(g_s + σ_n ξ_bs), one (S, B, D) pass; ξ (B, S, D)
+        given, or drawn per datum from ``rng`` (``kaem/streams.py``). Keeps the factors
         ∂ll[b,s]/∂g_s (S, B, D) for ``backward_pairs``; returns ll (B, S)."""
         xp = array_module(g)
         (S, D), B = g.shape, x.shape[0]
-        xi = noise.transpose(1, 0, 2) if noise is not None else standard_normal_(rng, xp.empty((S, B, D), dtype=g.dtype))
-        y = self.output(g[:, None, :], noise=xi)  # (S, B, D)
+        xi = noise if noise is not None else normals(rng, (B, S, D), g.dtype, xp)
+        y = self.output(g[:, None, :], noise=xi.transpose(1, 0, 2))  # (S, B, D)
         r = x - y
         ll = log_lik(row_sq(r.reshape(S * B, D)).reshape(S, B), self.sigma)
         self._pairs = ("pair", log_lik_grad(r, y, self.out_act, self.sigma))
@@ -168,8 +169,9 @@ class GaussianLikelihood:
 
         Injection noise from ``rng`` or given as ``noise``; neither: no noise (the target of
         a sampler). Rows come in groups of ``batch`` (one per datum; default N): with
-        ``sample`` sharing the rows of a group share one ξ, so ``noise`` is (N // batch, D);
-        with ``pair`` every row has its own, (N, D).
+        ``sample`` sharing the rows of a group share one ξ (from the shared stream), so
+        ``noise`` is (N // batch, D); with ``pair`` every row has its own, (N, D), drawn per
+        row (``kaem/streams.py``).
         """
         xp = array_module(g)
         N, D = g.shape
@@ -178,10 +180,12 @@ class GaussianLikelihood:
             if N % batch:
                 raise ValueError(f"{N} rows are not a whole number of groups of {batch}")
             if noise is None:
-                noise = standard_normal_(rng, xp.empty((N // batch, D), dtype=g.dtype))
+                noise = standard_normal_(shared(rng), xp.empty((N // batch, D), dtype=g.dtype))
             # the group's ξ broadcast into the sum, not copied out to (N, D) first
             a = xp.add(g.reshape(N // batch, batch, D), (self.noise * noise)[:, None, :]).reshape(N, D)
             y = apply_output_activation(self.out_act, a, out=a)
+        elif noise is None and rng is not None and self.noise > 0:  # pair: one ξ per row
+            y = self.output(g, noise=normals(rng, (N, D), g.dtype, xp))
         else:
             y = self.output(g, rng, noise)
         r = x - y

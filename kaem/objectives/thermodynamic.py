@@ -13,96 +13,140 @@ at t_k and c_k the weights of the TI rule (:func:`kaem.samplers.ti_weights`):
 Prior term as in Langevin MLE (``kaem/objectives/langevin.py``), its contrastive draws the
 rung-0 prior samples. Like the other objectives, ``thermo_loss_and_grad`` holds the chains
 constant (finite-difference checked) and ``thermo_step`` samples with the config.
+
+Over several processes (``kaem/parallel``) a rank holds either its data rows of every rung
+(``--parallel data``) or every datum of its rungs (``--parallel temperatures``; replica
+exchange then crosses to the neighbouring ranks); each chain's random numbers are its own
+(``kaem/streams.py``), and each rank adds its share of the sums above.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from kaem.likelihood.posterior import KAEMPosterior
-from kaem.samplers.target import chain_rows
 from kaem.nn.kan import fixed_parameters
-from kaem.objectives.langevin import adapted_step_sizes, check_prior_term, nanmean, start_step_sizes
+from kaem.objectives.langevin import adapted_step_sizes, chain_mean, check_prior_term, start_step_sizes
+from kaem.parallel.split import Split
 from kaem.samplers import p_schedule, temperature_ladder, thermo_sample, ti_weights
+from kaem.samplers.target import chain_rows
+from kaem.samplers.thermo import SplitLadder
+from kaem.streams import RowDraws, shared
 
 if TYPE_CHECKING:  # the model is only a type here: it is built from the objectives' settings
     from kaem.model import KAEM
 
 
 def thermo_loss_and_grad(model: KAEM, x: Any, z: Any, temps: Any, rule: str = "left", z_cd: Any = None,
-                         exact_logZ: bool = False, rng: Any = None, noise: Any = None) -> tuple[Any, Any]:
+                         exact_logZ: bool = False, rng: Any = None, noise: Any = None, rungs: Any = None,
+                         split: Split | None = None) -> tuple[Any, Any]:
     """Thermodynamic-integration loss and its gradients, chains fixed.
 
     Args:
-        x: (B, D) data.
-        z: (K, Bc, *latent) samples of the power posteriors at temps[0..K−1] (rung 0: prior
-            samples, rung K−1: t = 1), Bc a multiple of B, chain b for datum b % B.
-        temps: (K,) ladder, t_0 = 0 and t_{K−1} = 1.
+        x: (B, D) data (a rank's rows of the batch with ``split``).
+        z: (K', Bc, *latent) samples of the power posteriors at the ladder rungs ``rungs``
+            (default all K rungs of ``temps``, rung 0: prior samples, rung K−1: t = 1), Bc a
+            multiple of B, chain b for datum b % B.
+        temps: (K,) the whole ladder, t_0 = 0 and t_{K−1} = 1.
         rule: "left", "trapezoid" or "right" (see :func:`kaem.samplers.ti_weights`).
-        z_cd / exact_logZ: the prior term, as in :func:`langevin_loss_and_grad`.
-        rng / noise: injection noise source, or standard normals (K, Bc, D) (``pair``) or
-            (K, Bc // B, D) (``sample``); only the rungs with c_k ≠ 0 are read.
+        z_cd / exact_logZ: the prior term, as in :func:`langevin_loss_and_grad` (added by the
+            holder of the top rung).
+        rng / noise: injection noise source (each row's numbers its own, ``kaem/streams.py``),
+            or standard normals (K', Bc, D) (``pair``) or (K', Bc // B, D) (``sample``); only
+            the rungs with c_k ≠ 0 are read.
+        split: this rank's part of the batch (default all of it).
     Returns:
-        loss (0-d array) and ll (K, Bc): log-likelihoods (with noise) of the rungs the
-        quadrature uses, NaN in the others (the top rung of the left sum, rung 0 of the right).
+        loss (0-d array, this rank's share) and ll (K', Bc): log-likelihoods (with noise) of the
+        rungs the quadrature uses, NaN in the others.
     """
     check_prior_term(z_cd, exact_logZ)
     xp = model.be.xp
     model.zero_grad()
-    K, bc = z.shape[:2]
     c = ti_weights(temps, rule)
-    if c.shape[0] != K:
-        raise ValueError(f"{c.shape[0]} temperatures for {K} rungs")
-    used = [k for k in range(K) if c[k] != 0.0]
+    K = c.shape[0]
+    rungs = list(range(K)) if rungs is None else [int(k) for k in rungs]
+    if z.shape[0] != len(rungs) or not all(0 <= k < K for k in rungs):
+        raise ValueError(f"{len(temps)} temperatures for {z.shape[0]} rungs {rungs}")
+    bc = z.shape[1]
+    split = split or Split.serial(x.shape[0])
+    n_all = bc * split.batch // x.shape[0]  # chains per rung over all ranks
+    used = [j for j, k in enumerate(rungs) if c[k] != 0.0]
     zu = z[used].reshape((len(used) * bc,) + z.shape[2:])
     g = model.generator.forward(model.prior.to_input(zu))
     nz = None if noise is None else noise[used].reshape(-1, noise.shape[-1])
+    if rng is not None and noise is None and model.lik.noise > 0:  # each rung's, each row's numbers its own
+        if model.lik.sharing == "sample":  # one ξ per rung k, rows of a (K, D) array
+            nz = RowDraws(shared(rng), [(rungs[j], rungs[j] + 1) for j in used], K).standard_normal(
+                (len(used), g.shape[1]), dtype=g.dtype)
+        else:  # one ξ per (rung k, datum b), rows of the (K·B, D) ladder population's array
+            rng = RowDraws(shared(rng), [(rungs[j] * n_all + split.lo, rungs[j] * n_all + split.hi) for j in used],
+                           K * n_all)
     ll_u = model.lik.log_lik_rows(chain_rows(x, zu.shape[0]), g, rng=rng, noise=nz, batch=x.shape[0])
-    cw = xp.repeat(xp.asarray(c[used] / bc, dtype=ll_u.dtype), bc)  # c_k / Bc per row
+    cw = xp.repeat(xp.asarray([c[rungs[j]] / n_all for j in used], dtype=ll_u.dtype), bc)  # c_k / Bc per row
     model.generator.backward(model.lik.backward_rows(-cw), need_dh=False)
-    w_top = xp.full(bc, 1.0 / bc, dtype=ll_u.dtype)
-    loss = model.prior.prior_loss(z[K - 1], w_top, z_cd=z_cd, exact_logZ=exact_logZ) - (cw * ll_u).sum()
-    ll = xp.full((K, bc), xp.nan, dtype=ll_u.dtype)
+    loss = -(cw * ll_u).sum()
+    if K - 1 in rungs:  # the prior term on the t = 1 chains
+        w_top = xp.full(bc, 1.0 / n_all, dtype=ll_u.dtype)
+        loss = loss + model.prior.prior_loss(z[rungs.index(K - 1)], w_top, z_cd=z_cd, exact_logZ=exact_logZ)
+    ll = xp.full((len(rungs), bc), xp.nan, dtype=ll_u.dtype)
     ll[used] = ll_u.reshape(len(used), bc)
     return loss, ll
 
 
 @fixed_parameters()
 def thermo_step(model: KAEM, x: Any, rng: Any, iteration: int = 0, n_updates: int = 1,
-                state: dict | None = None) -> tuple[Any, dict[str, Any]]:
+                state: dict | None = None, split: Split | None = None) -> tuple[Any, dict[str, Any]]:
     """One thermodynamic-integration gradient evaluation with the model's settings
-    (``model.objective.thermo``); fills ``model.gradients()``.
+    (``model.objective.thermo``); fills ``model.gradients()`` with this rank's share.
 
     ``iteration``/``n_updates`` place the ladder exponent p on its schedule; ``state``
-    carries autoMALA's per-rung adapted θ₀ (``state["step_size"]``, (N_t,) on the device).
-    Returns the loss and diagnostics: "z" (B, *latent) the t = 1 chains, "w" (1, B), "accept"
-    (autoMALA, NaN for ULA), "step", "swap" (replica-exchange acceptance rate), "p".
+    carries autoMALA's per-rung adapted θ₀ (``state["step_size"]``, (N_t,) on the device);
+    ``split``: the data rows x holds, or the rungs this rank samples (default all).
+    Returns the loss and diagnostics: "z" (B, *latent) the t = 1 chains of the whole batch,
+    "w" (1, B), "accept" (autoMALA, NaN for ULA), "step", "swap" (replica-exchange
+    acceptance rate), "p".
     """
     s = model.objective.thermo
     sampler, cd, xp = s.sampler, s.sampler.contrastive, model.be.xp
-    n_t, B = s.num_temps, x.shape[0]
+    split = split or Split.serial(x.shape[0])
+    n_t, B, comm = s.num_temps, split.batch, split.comm
+    k0, k1 = split.rungs(n_t)  # this rank's rungs among 1..N_t, as 0-based population rungs
+    lo, hi = split.lo, split.hi
     p = p_schedule(iteration, max(n_updates, 1), s.p_start, s.p_end, s.num_cycles)
     temps = temperature_ladder(n_t, p)  # t_0 = 0 .. t_{N_t} = 1
-    z_all = model.sample_prior((n_t + 1) * B, rng)  # rung 0 = prior samples; rungs 1.. inits
+    chains = RowDraws(rng, [(k * B + lo, k * B + hi) for k in range(k0, k1)], n_t * B)
+    # one ITS pass over the (N_t + 1)·B rows: all of rung 0 (prior samples: contrastive draws
+    # and the rule's t = 0 rung), then this rank's chains of its rungs (their inits)
+    its = chains.rows([(0, B)] + [((k + 1) * B + lo, (k + 1) * B + hi) for k in range(k0, k1)], (n_t + 1) * B)
+    z_all = model.sample_prior(its.n, its)
+    z_prior, z0 = z_all[:B], z_all[B:]
     target = KAEMPosterior(model, x)
+    kw = dict(exchange_every=s.exchange_every, exchange_rng=chains.rows([(lo, hi)], B),
+              ladder=SplitLadder(comm, temps[1:], k0) if split.temperatures else None)
     diag: dict[str, Any] = {"p": p}
     if sampler.automala:
-        theta0 = xp.repeat(start_step_sizes(xp, state, n_t, sampler.step_size, z_all.dtype), B)
-        zc, _, info = thermo_sample(
-            target, z_all[B:], temps[1:], s.steps_per_temp, theta0, rng, exchange_every=s.exchange_every,
-            sampler="automala", n_unadjusted=sampler.n_unadjusted, bounds=sampler.step_bounds,
-            eta_changerate=sampler.eta_changerate)
+        theta0 = xp.repeat(start_step_sizes(xp, state, n_t, sampler.step_size, z_all.dtype)[k0:k1], hi - lo)
+        zc, _, info = thermo_sample(target, z0, temps[1 + k0:1 + k1], s.steps_per_temp, theta0, chains,
+                                    sampler="automala", n_unadjusted=sampler.n_unadjusted,
+                                    bounds=sampler.step_bounds, eta_changerate=sampler.eta_changerate, **kw)
         am = info["automala"]
-        if state is not None:
-            state["step_size"] = adapted_step_sizes(xp, am.step_size_out, n_t)
-        diag["accept"], diag["step"] = nanmean(xp, am.acceptance_rate), am.mean_step.mean()
+        if state is not None:  # each rung's median over its chains, on every rank
+            steps = am.step_size_out.reshape(k1 - k0, hi - lo)
+            state["step_size"] = (comm.allgather(adapted_step_sizes(xp, steps, k1 - k0)) if split.temperatures
+                                  else adapted_step_sizes(xp, comm.allgather(steps.T).T, n_t))
+        diag["accept"] = chain_mean(comm, am.acceptance_rate, n_t * B)
+        diag["step"] = chain_mean(comm, am.mean_step, n_t * B)
     else:
-        zc, _, info = thermo_sample(target, z_all[B:], temps[1:], s.steps_per_temp, sampler.step_size, rng,
-                                    exchange_every=s.exchange_every, sampler="ula")
+        zc, _, info = thermo_sample(target, z0, temps[1 + k0:1 + k1], s.steps_per_temp, sampler.step_size, chains,
+                                    sampler="ula", **kw)
         diag["accept"], diag["step"] = float("nan"), float(sampler.step_size)
-    diag["swap"] = info["swap_rate"]
-    z = z_all.reshape((n_t + 1, B) + z_all.shape[1:]).copy()
-    z[1:] = zc.reshape((n_t, B) + zc.shape[1:])
-    loss, _ = thermo_loss_and_grad(model, x, z, temps, s.rule,
-                                   z_cd=z[0] if cd else None, exact_logZ=not cd, rng=rng)
-    diag["z"], diag["w"] = z[-1], xp.full((1, B), 1.0 / B, dtype=z.dtype)
+    swaps = xp.stack([xp.asarray(info["swaps_accepted"], dtype=z_all.dtype),
+                      xp.asarray(info["swaps_attempted"], dtype=z_all.dtype)])
+    comm.allreduce_(swaps)
+    diag["swap"] = xp.where(swaps[1] > 0, swaps[0] / xp.maximum(swaps[1], 1), xp.nan)
+    mine = [0] * (not split.temperatures or comm.rank == 0) + [k + 1 for k in range(k0, k1)]  # ladder rungs held
+    z = xp.concatenate([z_prior[None, lo:hi]] * (0 in mine) + [zc.reshape((k1 - k0, hi - lo) + zc.shape[1:])])
+    loss, _ = thermo_loss_and_grad(model, x, z, temps, s.rule, z_cd=z_prior if cd else None, exact_logZ=not cd,
+                                   rng=chains, rungs=mine, split=split)
+    top = z[-1] if n_t in mine else z[:0, 0]  # the t = 1 chains of this rank, if it holds that rung
+    diag["z"], diag["w"] = comm.allgather(top), xp.full((1, B), 1.0 / B, dtype=z.dtype)
     return loss, diag

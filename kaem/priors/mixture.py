@@ -214,8 +214,8 @@ class MixturePrior(VectorLatent, QuadratureDensities):
         the cumulative proportions, then inverse transform from π_{q,p}."""
         xp, P, Q = self.be.xp, self.P, self.Q
         cdf, edges = self.its_tables()  # rows p·Q + q
-        u = rng.random((2, n, Q), dtype=self.be.dtype)
+        u = rng.random((n, 2, Q), dtype=self.be.dtype)  # a draw's uniforms in its row (kaem/streams.py)
         cum = xp.cumsum(self.alpha(), axis=1)  # (Q, P)
-        comp = xp.minimum((u[0][:, :, None] >= cum[None]).sum(axis=2), P - 1)  # (n, Q)
-        z = rowwise_interp(u[1], cdf, edges, rows=comp * Q + xp.arange(Q)[None, :])
+        comp = xp.minimum((u[:, 0, :, None] >= cum[None]).sum(axis=2), P - 1)  # (n, Q)
+        z = rowwise_interp(u[:, 1], cdf, edges, rows=comp * Q + xp.arange(Q)[None, :])
         return z.astype(self.be.dtype, copy=False)

@@ -88,15 +88,17 @@ class UnivariatePrior(QuadratureDensities):
             − Σ_i weight_i log p̃(z_post_i)  +  (1/S') Σ_s log p̃(z_cd_s)   (contrastive divergence)
                                              +  Σ_{q,p} log Z_{q,p}          (exact_logZ)
 
+        (each normaliser term times Σ_i weight_i = 1, so that the loss is linear in the weights).
+
         z_post (N, Q, P) with constant weights (N,) summing to 1; z_cd (S', Q, P) fresh prior
         draws or None. Since ∇ log Z_{q,p} = E_{π_{q,p}}[∇ f_{q,p}], the CD term's gradient
         is a Monte Carlo estimate of Σ ∇ log Z. Returns the value (0-d array).
         """
         loss = self.weighted_log_energy(*contrastive_weights(z_post, weight, z_cd))
-        if exact_logZ:
-            logZ = self.log_Z()
-            loss = loss + logZ.sum()
-            self.log_Z_backward(self.be.xp.ones_like(logZ))
+        if exact_logZ:  # Σ_i weight_i (= 1) Σ log Z: linear in the weights (kaem/priors/contrastive.py)
+            logZ, a = self.log_Z(), weight.sum()
+            loss = loss + a * logZ.sum()
+            self.log_Z_backward(self.be.xp.ones_like(logZ) * a)
         return loss
 
     # ---- inverse transform sampling -----------------------------------------------------------

@@ -147,8 +147,8 @@ def draw_scale(mass: str, std: Array, n: int, rng: Any) -> Array:
         return std
     if mass != "blend":
         raise ValueError(f"unknown mass {mass!r}; valid: {', '.join(MASS_OPTIONS)}")
-    u = rng.random((2, n), dtype=std.dtype)
-    w = xp.where(u[0] < 1.0 / 3.0, 0.0, xp.where(u[0] < 2.0 / 3.0, 1.0, u[1])).astype(std.dtype)
+    u = rng.random((n, 2), dtype=std.dtype)  # a chain's draws in its row (kaem/streams.py)
+    w = xp.where(u[:, 0] < 1.0 / 3.0, 0.0, xp.where(u[:, 0] < 2.0 / 3.0, 1.0, u[:, 1])).astype(std.dtype)
     w = w.reshape((n,) + (1,) * (std.ndim - 1))
     return w + (1.0 - w) * std
 
@@ -269,8 +269,8 @@ def automala_step(
     xp = array_module(z)
     n = z.shape[0]
     p = rng.standard_normal(z.shape, dtype=z.dtype)
-    u = rng.random((2, n), dtype=z.dtype)
-    log_a, log_b = xp.log(u.min(axis=0)), xp.log(u.max(axis=0))
+    u = rng.random((n, 2), dtype=z.dtype)  # a chain's draws in its row (kaem/streams.py)
+    log_a, log_b = xp.log(u.min(axis=1)), xp.log(u.max(axis=1))
     j, prop, n_evals = select_step(target, z, ev, t, p, log_a, log_b, theta0, s, max_rounds)
     fwd = xp.exp(xp.minimum(prop.ell, 0.0))
     if adjusted:

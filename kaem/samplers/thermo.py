@@ -17,6 +17,7 @@ counters (read once, by whoever logs them).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -157,6 +158,53 @@ def _swap_state_(z: Array, ev: Evaluation, n_temps: int, k: Any, acc: Array) -> 
     return z, ev
 
 
+@dataclass(frozen=True)
+class SplitLadder:
+    """A ladder whose rungs are spread over the ranks of a parallel run: this rank holds the
+    rungs [k0, k0 + n) of the whole ladder ``temps`` (K,), every datum of each; ``comm``
+    reaches the ranks holding the neighbouring rungs (``kaem/parallel``)."""
+
+    comm: Any
+    temps: Any
+    k0: int
+
+
+def _exchange_across(z: Array, ev: Evaluation, n_local: int, ladder: SplitLadder, rng: Any,
+                     data_rng: Any) -> tuple[Array, Evaluation, int, Any, Array]:
+    """One replica-exchange move on a ladder spread over the ranks. Every rank draws the pair
+    k (shared) and the data's uniforms; the rank of rung k decides with the rank of k+1:
+    log-likelihoods first, then the states (each rung's chains, with their target terms),
+    taken where the swap is accepted. Returns z, ev, whether this rank counts the attempt (it
+    holds rung k), k and accepted (B,) (all False where this rank takes no part)."""
+    xp = array_module(z)
+    K = len(ladder.temps)
+    k = int(rng.integers(0, K - 1))
+    n_b = z.shape[0] // n_local
+    log_u = xp.log(data_rng.random(n_b, dtype=z.dtype))
+    lo, hi = k - ladder.k0, k + 1 - ladder.k0  # local rung indices of k and k+1
+    have_lo, have_hi = 0 <= lo < n_local, 0 <= hi < n_local
+    none = xp.zeros(n_b, dtype=bool)
+    if not (have_lo or have_hi):
+        return z, ev, False, k, none
+    ll = ev.ll.reshape(n_local, n_b)
+    dt = float(ladder.temps[k + 1]) - float(ladder.temps[k])
+    if have_lo and have_hi:
+        acc = log_u < dt * (ll[lo] - ll[hi])
+        z, ev = _swap_state_(z, ev, n_local, xp.asarray(lo), acc)
+        return z, ev, True, k, acc
+    mine, peer = (lo, ladder.comm.rank + 1) if have_lo else (hi, ladder.comm.rank - 1)
+    theirs = ladder.comm.sendrecv(ll[mine], peer)
+    acc = log_u < dt * ((ll[mine] - theirs) if have_lo else (theirs - ll[mine]))
+    z = xp.ascontiguousarray(z)
+    ev = Evaluation(*(None if a is None else xp.ascontiguousarray(a) for a in ev))
+    for a in (z, *ev):  # my rung's chains <- the neighbour's where the swap is accepted
+        if a is not None:
+            rung = a.reshape((n_local, n_b) + a.shape[1:])[mine]
+            other = ladder.comm.sendrecv(rung, peer)
+            rung[...] = xp.where(acc.reshape(acc.shape + (1,) * (rung.ndim - 1)), other, rung)
+    return z, ev, have_lo, k, acc
+
+
 def thermo_sample(
     target: Target,
     z: Array,
@@ -166,6 +214,8 @@ def thermo_sample(
     rng: Any,
     exchange_every: int = 10,
     sampler: str = "ula",
+    exchange_rng: Any = None,
+    ladder: SplitLadder | None = None,
     **automala_kw: Any,
 ) -> tuple[Array, Array, dict]:
     """Sample all power posteriors at once with ULA or autoMALA plus replica exchange.
@@ -176,8 +226,12 @@ def thermo_sample(
         temps: (K,) ladder.
         n_steps_per_temp: Langevin/autoMALA iterations (every chain makes all of them).
         step_size: ULA η or autoMALA leapfrog θ₀, scalar or (K·B,).
-        rng: numpy/cupy ``Generator``.
+        rng: numpy/cupy ``Generator`` (or :class:`kaem.streams.RowDraws` over the chains).
         exchange_every: a replica-exchange move after every this many steps (0: never).
+        exchange_rng: the exchanges' per-datum uniforms (a RowDraws over the data when the
+            batch is split over processes); default ``rng``.
+        ladder: when the ladder is split over ranks, this rank's place in it (``temps`` are
+            then this rank's rungs, and exchanges cross to the neighbouring ranks).
         sampler: "ula" | "automala"; ``automala_kw`` go to autoMALA (n_unadjusted,
             mass, bounds, eta_changerate, max_rounds). The preconditioner spread is
             the per-temperature std of the initial population.
@@ -213,7 +267,8 @@ def thermo_sample(
     elif sampler != "ula":
         raise ValueError(f"unknown sampler {sampler!r}; valid: ula, automala")
 
-    pair_counts = xp.zeros(max(n_temps - 1, 1), dtype=xp.int64)
+    n_ladder = n_temps if ladder is None else len(ladder.temps)
+    pair_counts = xp.zeros(max(n_ladder - 1, 1), dtype=xp.int64)
     attempted, accepted_total = 0, xp.zeros((), dtype=xp.int64)
     done = 0
     while done < n_steps_per_temp:
@@ -227,12 +282,17 @@ def thermo_sample(
                 std=std, stats=stats, **automala_kw,
             )
         done += m
-        if exchange_every > 0 and n_temps > 1 and done % exchange_every == 0:
-            k, acc = propose_exchange(ev.ll.reshape(n_temps, n_b), t_k, rng)
-            z, ev = _swap_state_(z, ev, n_temps, k, acc)
-            pair_counts += xp.arange(pair_counts.shape[0]) == k
-            attempted += n_b
-            accepted_total = accepted_total + acc.sum()
+        if exchange_every > 0 and n_ladder > 1 and done % exchange_every == 0:
+            if ladder is None:
+                k, acc = propose_exchange(ev.ll.reshape(n_temps, n_b), t_k, exchange_rng or rng)
+                z, ev = _swap_state_(z, ev, n_temps, k, acc)
+                counted = True
+            else:
+                z, ev, counted, k, acc = _exchange_across(z, ev, n_temps, ladder, rng, exchange_rng or rng)
+            if counted:  # the rank of the lower rung counts the attempt
+                pair_counts += xp.arange(pair_counts.shape[0]) == k
+                attempted += n_b
+                accepted_total = accepted_total + acc.sum()
 
     info: dict = dict(
         swap_rate=accepted_total / attempted if attempted else xp.asarray(float("nan")),
