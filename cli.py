@@ -109,6 +109,9 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     t.add_argument("--resume-existing", action="store_true",
                    help="if OUT/ckpt.npz exists, continue it (its config must be the one these options build) "
                         "instead of refusing; a finished run then does nothing (job files and make targets use this)")
+    t.add_argument("--parallel", choices=("data", "temperatures"), default="data",
+                   help="under mpiexec -n R: split each minibatch's data over the ranks (any objective), or the "
+                        "temperatures of thermodynamic integration (default: data)")
     run_args(t)
 
     w = sub.add_parser("sweep", help="the reference's π0 × basis sweep, one run after the other",

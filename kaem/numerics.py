@@ -55,14 +55,15 @@ def rowwise_interp(u: Any, cdf: Any, values: Any, rows: Any = None) -> Any:
     return z.reshape(uq.shape)
 
 
-def lstsq_batched(A: Any, y: Any) -> Any:
+def lstsq_batched(A: Any, y: Any, ridge: float = 1e-15) -> Any:
     """Least squares per batch entry, argmin_c ‖A c − y‖² + λ‖c‖², for A (n, N, nb) and
     y (n, N, k) -> (n, nb, k): one batched solve of the normal equations
 
-        (AᵀA + λ I) c = Aᵀy,    λ = max((eps · max(N, nb))², 1e-15) · tr(AᵀA)   (per entry),
+        (AᵀA + λ I) c = Aᵀy,    λ = max(nb·(eps · max(N, nb))², ridge) · tr(AᵀA)/nb   (per entry),
 
-    in float64, eps that of A's dtype (the floor keeps float64 designs with fewer samples
-    than functions solvable: their minimum-norm solution is the small-ridge limit). One call for a whole layer on every device (cupy's
+    in float64, eps that of A's dtype: ``ridge`` is λ relative to the mean eigenvalue of AᵀA
+    (the default keeps designs with fewer samples than functions solvable: their
+    minimum-norm solution is the small-ridge limit). One call for a whole layer on every device (cupy's
     batched SVD is only fast up to 32×32 and otherwise runs one SVD per function). λ plays
     the part of numpy.linalg.lstsq's cutoff of singular values below eps·max(N, nb)·s_max:
     directions the data cannot resolve at A's precision are damped instead of fitted to
@@ -74,7 +75,7 @@ def lstsq_batched(A: Any, y: Any) -> Any:
     At = A64.transpose(0, 2, 1)
     G = At @ A64  # (n, nb, nb)
     nb = G.shape[-1]
-    rel = max((float(xp.finfo(A.dtype).eps) * max(A.shape[1:])) ** 2, 1e-15)
+    rel = max((float(xp.finfo(A.dtype).eps) * max(A.shape[1:])) ** 2, ridge / nb)  # times tr(AᵀA)
     lam = xp.maximum(rel * xp.trace(G, axis1=1, axis2=2), xp.finfo(xp.float64).tiny)
     G += lam[:, None, None] * xp.eye(nb, dtype=xp.float64)
     return xp.linalg.solve(G, At @ y64).astype(A.dtype)

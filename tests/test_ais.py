@@ -197,7 +197,7 @@ def test_ais_loglik_report_and_image_groups(be64):
 
 
 @pytest.mark.parametrize("bad, match", [(dict(temps=0), "temps"), (dict(chains=-1), "chains"),
-                                        (dict(schedule_kind="cosine"), "schedule"),
+                                        (dict(schedule="cosine"), "schedule"),
                                         (dict(n_leapfrog=0), "n_leapfrog"), (dict(mixture="zspace"), "mixture")])
 def test_ais_loglik_rejects_bad_settings(be64, bad, match):
     m = univariate_2d(be64)

@@ -130,7 +130,7 @@ def test_all_degenerate_or_failing_svd_keeps_every_grid(be64, monkeypatch):
     with pytest.warns(GridUpdateWarning, match="every input dimension"):
         assert not update_layer_grid(layer, np.full((20, layer.in_dim), 0.5), 0.05)
 
-    def no_convergence(A, y):
+    def no_convergence(A, y, ridge=0.0):
         raise np.linalg.LinAlgError("SVD did not converge")
 
     monkeypatch.setattr(gu, "lstsq_batched", no_convergence)

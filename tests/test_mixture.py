@@ -249,7 +249,10 @@ def test_sampling_reproducible():
 
 def test_grid_update_refits_every_component_on_its_coordinate():
     """Input q's grid spans the samples z[:, q] (the domain = that span widened by 10%), and
-    each component's spline part is the least-squares refit of the old one at z[:, q]."""
+    each component's spline part is the ridge least-squares refit (kaem/nn/grid_update.py,
+    REFIT_RIDGE) of the old one at z[:, q]: the optimum of the augmented system [A; √λ I]."""
+    from kaem.nn.grid_update import REFIT_RIDGE
+
     prior = make_mixture("ebm", basis="RBF", P=3, Q=2, seed=19)
     z = BE.rng(20).normal(0.3, 0.3, (400, 2))
     basis, tau = prior.layer.basis, prior.layer.tau
@@ -262,9 +265,13 @@ def test_grid_update_refits_every_component_on_its_coordinate():
                                rtol=1e-12)
     new = basis.evaluate(z, grid, tau)  # (N, Q, nb)
     for q in range(2):
+        A = new[:, q]
+        nb = A.shape[1]
+        lam = max((np.finfo(A.dtype).eps * max(A.shape)) ** 2, REFIT_RIDGE / nb) * np.trace(A.T @ A)
+        aug = np.concatenate([A, np.sqrt(lam) * np.eye(nb)])
         for p in range(3):
-            best = new[:, q] @ np.linalg.lstsq(new[:, q], old[:, p, q], rcond=None)[0]
-            ours = new[:, q] @ prior.params["coef"][q, p]
+            best = A @ np.linalg.lstsq(aug, np.concatenate([old[:, p, q], np.zeros(nb)]), rcond=None)[0]
+            ours = A @ prior.params["coef"][q, p]
             assert np.abs(ours - best).max() <= 1e-6 * np.abs(old[:, p, q]).max(), (q, p)
     assert not make_mixture("ebm", basis="FFT").update_grid(z, 0.05)
 

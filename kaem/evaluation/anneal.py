@@ -23,10 +23,11 @@ MALA), accepted with probability min(1, exp(−ΔH)) by a masked ``where``. Each
 leaves p_{t_k} exactly invariant for any fixed θ.
 
 Step sizes, and why the weights stay valid: θ is tuned per (temperature, datum) in a pilot
-run on separate chains (``pilot``), log θ ← log θ + γ (acceptance − target) after every
-move, the value used at each temperature recorded; the estimating run then uses that
-table unchanged. Its kernels are therefore functions of the pilot's random numbers alone,
-independent of the estimating chains, so conditionally on the pilot every T_k is a fixed
+run on separate chains, log θ ← log θ + γ (acceptance − target) after every move (the mean
+acceptance probability of the datum's pilot chains), and the adapted value at each
+temperature is recorded; the estimating run then uses that table unchanged. Its kernels
+are therefore functions of the pilot's random numbers alone, independent of the
+estimating chains, so conditionally on the pilot every T_k is a fixed
 p_{t_k}-invariant kernel and E[exp w] = Z_1/Z_0 holds exactly. (Adapting θ on the
 estimating chains themselves would make T_k depend on their states and bias the weights.)
 The same table serves the reverse run of bidirectional Monte Carlo: its kernels are the
@@ -52,8 +53,8 @@ from kaem.samplers.target import Array, Evaluation, evaluate, expand
 SCHEDULES = ("sigmoid", "geometric")
 SIGMOID_DELTA = 4.0  # the sigmoidal schedule's steepness (Grosse et al. 2015 use 4)
 GEOMETRIC_T_MIN = 1e-4  # the geometric schedule's first nonzero temperature
-TARGET_ACCEPTANCE = {1: 0.574}  # MALA's optimum; HMC with L > 1 leapfrog steps: 0.65
-HMC_ACCEPTANCE = 0.65
+MALA_ACCEPTANCE = 0.574  # the optimal acceptance rate of MALA (L = 1)
+HMC_ACCEPTANCE = 0.65  # and of HMC with L > 1 leapfrog steps
 ADAPT_RATE = 0.5  # γ of the pilot's log θ update
 PILOT_MOVES = 1  # the pilot's moves per temperature (at least n_steps)
 
@@ -126,7 +127,7 @@ def schedule(K: int, kind: str = "sigmoid", delta: float = SIGMOID_DELTA,
 
 def target_acceptance(n_leapfrog: int) -> float:
     """The acceptance rate the pilot aims at: 0.574 for MALA (L = 1), 0.65 for HMC."""
-    return TARGET_ACCEPTANCE.get(n_leapfrog, HMC_ACCEPTANCE)
+    return MALA_ACCEPTANCE if n_leapfrog == 1 else HMC_ACCEPTANCE
 
 
 def hmc_move(target: Any, v: Array, ev: Evaluation, t: Array, step: Array, n_leapfrog: int,
@@ -177,8 +178,9 @@ def anneal(path: Any, v: Array, temps: Array, C: int, rng: Any, steps: Array | N
     increasing schedule, or a decreasing one for the reverse run).
 
     ``steps`` (K + 1, B): the fixed step table (row k used at temperature temps[k]); None runs
-    a pilot: θ starts at ``path.init_step`` and adapts after every move (module docstring),
-    and the table records exp(mean log θ) used at each temperature.
+    a pilot: θ starts at ``path.init_step`` and adapts after every move (module docstring;
+    max(n_steps, PILOT_MOVES) moves per temperature), and the table records the adapted θ
+    at the end of each temperature. ``log_w0`` (C·B,): initial log weights (None: 0).
     """
     xp = array_module(v)
     temps = xp.asarray(temps, dtype=xp.float64)  # one copy before the loop (no-op on the device)

@@ -30,7 +30,8 @@ import numpy as np
 from kaem.backend import array_module, to_numpy
 from kaem.evaluation.ais import (DEFAULT_CHAINS, DEFAULT_LEAPFROG, DEFAULT_PILOT, DEFAULT_SCHEDULE, DEFAULT_STEPS,
                                  DEFAULT_TEMPS, check_settings)
-from kaem.evaluation.anneal import anneal, per_datum, schedule
+from kaem.evaluation.anneal import anneal, per_datum
+from kaem.evaluation.anneal import schedule as make_schedule
 from kaem.evaluation.paths import ITSLatent, ITSPath
 from kaem.likelihood.gaussian import apply_output_activation
 from kaem.nn.kan import fixed_parameters
@@ -72,7 +73,7 @@ def _mean_se(a: np.ndarray) -> tuple[float, float]:
 
 
 def bdmc(model: Any, n: int, *, rng: Any, temps: int = DEFAULT_TEMPS, chains: int = DEFAULT_CHAINS,
-         schedule_kind: str = DEFAULT_SCHEDULE, n_leapfrog: int = DEFAULT_LEAPFROG, steps_per_temp: int = DEFAULT_STEPS,
+         schedule: str = DEFAULT_SCHEDULE, n_leapfrog: int = DEFAULT_LEAPFROG, steps_per_temp: int = DEFAULT_STEPS,
          pilot_chains: int = DEFAULT_PILOT, max_chains: int = 4096) -> dict[str, Any]:
     """BDMC on n images simulated from ``model`` (module docstring), with the AIS settings of
     :func:`kaem.evaluation.ais.ais_loglik`.
@@ -82,14 +83,14 @@ def bdmc(model: Any, n: int, *, rng: Any, temps: int = DEFAULT_TEMPS, chains: in
     per-image lists ``bdmc_lower_per_image`` / ``bdmc_upper_per_image``, the forward ESS,
     and the settings. Raises ValueError for the deep prior (no exact prior sampler).
     """
-    check_settings(temps, chains, schedule_kind, n_leapfrog, steps_per_temp, pilot_chains)
+    check_settings(temps, chains, schedule, n_leapfrog, steps_per_temp, pilot_chains)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"bdmc images n = {n!r}: must be an integer >= 1")
     if model.prior.kind not in ("univariate", "mixture"):
         raise ValueError(f"BDMC needs exact prior draws: prior {model.prior.kind!r} has none; "
                          "valid: univariate, mixture")
     xp = model.be.xp
-    t = schedule(temps, schedule_kind)
+    t = make_schedule(temps, schedule)
     group = max(1, max_chains // chains)
     lows, ups, esss = [], [], []
     with model.evaluating(), fixed_parameters():
@@ -104,5 +105,5 @@ def bdmc(model: Any, n: int, *, rng: Any, temps: int = DEFAULT_TEMPS, chains: in
     return {"bdmc_lower_nats": lm, "bdmc_lower_se": ls, "bdmc_upper_nats": um, "bdmc_upper_se": us,
             "bdmc_gap_nats": gm, "bdmc_gap_se": gs, "bdmc_n": n, "bdmc_ess": float(ess.mean()),
             "bdmc_lower_per_image": lo.tolist(), "bdmc_upper_per_image": up.tolist(),
-            "temps": temps, "chains": chains, "schedule": schedule_kind, "n_leapfrog": n_leapfrog,
+            "temps": temps, "chains": chains, "schedule": schedule, "n_leapfrog": n_leapfrog,
             "steps_per_temp": steps_per_temp}

@@ -42,6 +42,7 @@ from kaem.numerics import logsumexp, rowwise_searchsorted
 from kaem.samplers.target import Array
 
 _LOG_2PI = math.log(2 * math.pi)
+MIXTURE_PATHS = ("its", "density")  # the mixture prior's two latent spaces (module docstring)
 
 
 def normal_cdf(x: Array) -> Array:
@@ -289,5 +290,3 @@ def make_path(model: Any, x: Array, mixture: str = "its", latent: ITSLatent | No
         return MixtureDensityPath(model, x, latent)
     return ITSPath(model, x, latent)
 
-
-MIXTURE_PATHS = ("its", "density")

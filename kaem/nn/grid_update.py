@@ -6,9 +6,10 @@ For a grid-based layer and a batch of its inputs:
    uniform grid = G+1 evenly spaced points on [min, max];
 3. new grid = r·uniform + (1−r)·adaptive (r = ``grid_update_ratio``), extended as the
    basis needs (B-splines: k knots each side);
-4. refit c by least squares so that Σ_g c'_g B'_g(x) ≈ s on the samples. The base
-   branch and w_sp are untouched, so the functions φ are preserved up to the fit error.
-   RBF widths follow automatically (they are computed from the grid).
+4. refit c by ridge-regularised least squares (``REFIT_RIDGE``) so that
+   Σ_g c'_g B'_g(x) ≈ s on the samples. The base branch and w_sp are untouched, so the
+   functions φ are preserved up to the fit error. RBF widths follow automatically (they are
+   computed from the grid).
 
 FFT and Chebyshev layers have no grid and are left alone. The prior's layer is used
 pointwise: input p's grid is fitted to the samples z[:, :, p] of all its Q functions, and
@@ -32,6 +33,13 @@ from kaem.nn.kan import KANLayer, parameters_changed
 from kaem.numerics import lstsq_batched
 
 DOMAIN_MARGIN = 0.1  # the prior's domain = grid span widened by 10% of its range each side
+# λ of the refit relative to the mean eigenvalue of AᵀA (``lstsq_batched``): overlapping RBF bumps
+# on knots that cluster where the samples do make AᵀA nearly singular, and a least-squares fit
+# then grows coefficients of 1e4 whose directions the samples barely constrain, and turns
+# rounding differences of 1e-16 into differences of 1e-4 in the functions. This ridge bounds
+# the condition number by about nb·1e6 at a cost of at most ½·√REFIT_RIDGE ≈ 5e-4 of ‖c‖·√mean
+# eigenvalue in the refitted values (``tests/test_grid_update.py`` checks that bound).
+REFIT_RIDGE = 1e-5
 MIN_SPACING_ULPS = 100  # a new grid's mean spacing must exceed this many float ulps of its position
 
 
@@ -67,7 +75,7 @@ def _refit(layer: KANLayer, points: Any, ok: Any, design: Any, target: Any, what
     grid = layer.buffers["grid"]
     new_grid = xp.where(ok[:, None], layer.basis.grid_from_points(xp.where(ok[:, None], points, 0)), grid)
     try:
-        c = lstsq_batched(design(new_grid), target)
+        c = lstsq_batched(design(new_grid), target, ridge=REFIT_RIDGE)
     except np.linalg.LinAlgError:
         warnings.warn(f"grid update of the {what}: the least-squares refit did not converge (SVD); the old "
                       "grids are kept", GridUpdateWarning)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from kaem.objectives.importance import is_loss_and_grad, is_step, posterior_draws
 from kaem.objectives.langevin import langevin_loss_and_grad, langevin_step
 from kaem.objectives.thermodynamic import thermo_loss_and_grad, thermo_step
+from kaem.parallel.split import Split
 from kaem.samplers import ti_weights
 
 if TYPE_CHECKING:  # the model is only a type here: it is built from the objectives' settings
@@ -44,16 +45,21 @@ def objective_mode(cfg: Any) -> str:
 
 
 def training_step(model: KAEM, x: Any, rng: Any, iteration: int = 0, n_updates: int = 1,
-                  state: dict | None = None) -> tuple[Any, dict[str, Any]]:
+                  state: dict | None = None, split: Split | None = None) -> tuple[Any, dict[str, Any]]:
     """The gradient evaluation of the objective the config selects (:func:`objective_mode`):
     :func:`is_step`, :func:`langevin_step` or :func:`thermo_step`. Fills
-    ``model.gradients()``; returns the loss and the step's diagnostics."""
+    ``model.gradients()``; returns the loss and the step's diagnostics. ``rng`` is the stream
+    every rank shares; ``split`` says which part of the batch x is (default: all of it), and
+    then the loss and gradients are that part's share."""
     mode = model.objective.mode
+    if split is not None and split.temperatures and mode != "thermo":
+        raise ValueError(f"--parallel temperatures splits the ladder of thermodynamic integration, "
+                         f"but the objective is {mode}; use --parallel data")
     if mode == "is":
-        return is_step(model, x, rng)
+        return is_step(model, x, rng, split)
     if mode == "thermo":
-        return thermo_step(model, x, rng, iteration, n_updates, state)
-    return langevin_step(model, x, rng, state)
+        return thermo_step(model, x, rng, iteration, n_updates, state, split)
+    return langevin_step(model, x, rng, state, split)
 
 
 __all__ = ["MODES", "is_loss_and_grad", "is_step", "langevin_loss_and_grad", "langevin_step", "objective_mode",

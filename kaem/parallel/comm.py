@@ -181,6 +181,28 @@ class MPIComm(SerialComm):
                              stream.ptr)
 
 
+_LAUNCHER_RANK = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+
+
+def launcher_rank() -> int:
+    """This process's rank as the MPI launcher set it (0 without a launcher), known before and
+    without mpi4py: only rank 0 prints."""
+    for key in _LAUNCHER_RANK:
+        try:
+            return int(os.environ[key])
+        except (KeyError, ValueError):
+            continue
+    return 0
+
+
+def abort_job(status: int) -> None:
+    """In a run of several ranks whose MPI is up, end every rank now (a rank that fails must
+    not leave the others waiting); otherwise nothing."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and launched_by_mpi() and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.COMM_WORLD.Abort(status)
+
+
 def launched_by_mpi() -> bool:
     """Whether an MPI launcher started this process with more than one rank."""
     for key in _LAUNCHER_SIZE:

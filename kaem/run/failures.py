@@ -17,7 +17,9 @@ anything else (a bug)                           1       ``error: internal error 
                                                         traceback with --debug or KAEM_DEBUG=1)
 ==============================================  ======  ==========================================
 
-The message is also left on ``args.error`` for a job file's summary. Files are written
+The message is also left on ``args.error`` for a job file's summary. In a run of several
+ranks (``mpiexec``), rank 0 prints the errors every rank meets alike; a rank's own failure
+is printed with its rank and ends every rank (``kaem/parallel/comm.py``). Files are written
 atomically (``kaem/run/atomic.py``), so no failure leaves a half-written checkpoint or
 dataset file behind.
 """
@@ -50,25 +52,37 @@ def _report(command: Callable[[Any], int], args: Any) -> int:
     from kaem.config import ConfigError
     from kaem.datasets import DatasetError
     from kaem.kernels import KernelError, kernel_mode
+    from kaem.parallel.comm import CommError, abort_job, launcher_rank
     from kaem.run.checkpoint import CheckpointError
     from kaem.run.jobs import JobFileError
     from kaem.run.lock import RunLockError
     from kaem.run.signals import Abandon, Interrupted, signal_name
     from kaem.run.trainer import TrainingError
 
-    def fail(message: str, status: int) -> int:
+    def fail(message: str, status: int, every_rank: bool = False) -> int:
+        """Print the error line and return the status. In a run of several ranks the
+        ``every_rank`` errors (bad arguments, data, checkpoints, a non-finite summed loss)
+        arise on every rank alike, so rank 0 alone prints; any other failure is this rank's
+        own: it prints with its rank and ends the job, so that no rank waits for it."""
         args.error = one_line(message)
-        print(f"error: {args.error}", file=sys.stderr)
+        rank = launcher_rank()
+        if every_rank:
+            if rank == 0:
+                print(f"error: {args.error}", file=sys.stderr, flush=True)
+            return status
+        print(f"error: {f'rank {rank}: ' if rank else ''}{args.error}", file=sys.stderr, flush=True)
+        abort_job(status)
         return status
 
     try:
         kernel_mode()  # KAEM_KERNELS names a path, before any work
         return command(args)
     except (CommandError, ConfigError, KernelError, DatasetError, CheckpointError, BackendError, TrainingError,
-            JobFileError, RunLockError) as e:
-        return fail(str(e), 2 if isinstance(e, (CommandError, ConfigError, KernelError)) else 1)
+            JobFileError, RunLockError, CommError) as e:
+        return fail(str(e), 2 if isinstance(e, (CommandError, ConfigError, KernelError)) else 1, every_rank=True)
     except Interrupted as e:  # checkpointed: not an error
-        print(f"stopped: {e}", file=sys.stderr)
+        if launcher_rank() == 0:
+            print(f"stopped: {e}", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # unwritable --out, full disk, ...: say so, without a traceback
         return fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e), 1)

@@ -14,6 +14,9 @@ and whether OUT/ckpt.npz already holds a run (refused, unless ``resume_existing`
    check, if the stored run is finished (``finished_text``);
 4. trains, holding the lock, stopping cleanly on SIGINT/SIGTERM (``kaem/run/signals.py``).
 
+Started by ``mpiexec -n R``, every rank runs the session: rank 0 takes the lock and the
+others wait for it (and fail with its error), then all train together (``kaem/parallel``).
+
 A failure after the lock was taken removes the output folder again if this session made
 it and it is still empty; existing checkpoints are never written by a failing session.
 """
@@ -32,6 +35,10 @@ Log = Callable[[str], None]
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 @dataclass
@@ -58,6 +65,7 @@ class TrainOptions:
     device: str = "cpu"
     seed: int = 0
     data_dir: str | None = None
+    parallel: str = "data"
     download: bool = True
     offline_hint: str = ""  # added to a missing dataset's error when download is off
 
@@ -223,13 +231,14 @@ def finished_text(trainer: Any, epochs: int, max_iters: int | None, name: str) -
             "raise --max-iters to continue")
 
 
-def _prepare(plan: TrainingPlan, ckpt: dict[str, Any] | None, log: Log) -> Any:
+def _prepare(plan: TrainingPlan, ckpt: dict[str, Any] | None, log: Log, comm: Any) -> Any:
     """Memory check, data, model and Trainer of the plan (restored from ``ckpt`` if given)."""
     from kaem.backend import get_backend
     from kaem.datasets import dataset_info, dataset_shape
     from kaem.model import KAEM
     from kaem.run.checkpoint import restore_model
     from kaem.run.memory import check_training_memory
+    from kaem.run.ranks import check_split, use_local_device
     from kaem.run.trainer import Trainer
 
     opts, cfg = plan.options, plan.cfg
@@ -238,6 +247,8 @@ def _prepare(plan: TrainingPlan, ckpt: dict[str, Any] | None, log: Log) -> Any:
     data_dir = stored_data_dir(meta, opts.data_dir)
     n_test = stored_n_test(meta, opts.n_test, cfg)
     be = get_backend(opts.device, t["dtype"])
+    use_local_device(be, comm)
+    check_split(comm, opts.parallel, cfg, min(t["batch_size"], t["N_train"]))
     check_training_memory(cfg, dataset_shape(plan.dataset, plan.resize), t["N_train"], n_test, be)
     x_train, x_test = load_splits(plan.dataset, DataSource(data_dir, opts.download, opts.offline_hint),
                                   t["N_train"], n_test, plan.resize)
@@ -252,26 +263,30 @@ def _prepare(plan: TrainingPlan, ckpt: dict[str, Any] | None, log: Log) -> Any:
         seed = opts.seed
         model = KAEM(cfg, dataset_shape(plan.dataset, plan.resize), be, seed=seed)
     trainer = Trainer(model, be, x_train, x_test, plan.out, seed=seed, dataset=plan.dataset, log=log,
-                      data_info=info, data_dir=data_dir)
+                      data_info=info, data_dir=data_dir, comm=comm, parallel=opts.parallel)
     if ckpt is not None:
         trainer.restore(ckpt)
     return trainer
 
 
-def run_training(plan: TrainingPlan, log: Log = _stderr) -> int:
+def run_training(plan: TrainingPlan, log: Log = _stderr, comm: Any = None) -> int:
     """Train as planned (module doc): 0 when training ended or the run was already
-    finished; a signal raises :class:`~kaem.run.signals.Interrupted` after checkpointing."""
-    from kaem.run.atomic import made_folders
-    from kaem.run.lock import RunLock
+    finished; a signal raises :class:`~kaem.run.signals.Interrupted` after checkpointing.
+    ``comm``: the ranks of a parallel run (default: MPI's when started by mpiexec)."""
+    from kaem.parallel import get_comm
+    from kaem.run.ranks import lock_on_rank0
     from kaem.run.signals import StopRequest
 
-    opts = plan.options
-    trainer = _prepare(plan, None, log) if plan.resume is None else None
-    with made_folders(plan.out), RunLock(plan.out) as lock:  # the first write into --out
+    opts, comm = plan.options, comm or get_comm()
+    if comm.rank != 0:
+        log = _silent
+    trainer = _prepare(plan, None, log, comm) if plan.resume is None else None
+    with lock_on_rank0(comm, plan.out) as lock:  # the first write into --out
         if plan.resume is None:
-            refuse_existing_run(plan.out)  # again, now that no other trainer can start one
+            if comm.rank == 0:
+                refuse_existing_run(plan.out)  # again, now that no other trainer can start one
         else:
-            trainer = _prepare(plan, _read_resumed(plan), log)  # the lock is held: the newest checkpoint
+            trainer = _prepare(plan, _read_resumed(plan), log, comm)  # under the lock: the newest checkpoint
         epochs = opts.epochs or trainer.planned_epochs or plan.cfg["TRAINING"]["N_epochs"]
         if plan.resume:
             done = finished_text(trainer, epochs, opts.max_iters, opts.out or os.path.dirname(plan.resume) or ".")

@@ -10,6 +10,13 @@ A NaN/inf loss, gradient or updated parameter stops training with an error after
 ``last_good.npz`` (the parameters of the last finite forward pass, ``kaem/run/guard.py``),
 never overwriting the regular checkpoint. A SIGINT/SIGTERM (``kaem/run/signals.py``) ends the
 run after the current iteration with a checkpoint of it.
+
+Over several ranks (``mpiexec -n R``, ``kaem/parallel``) every rank runs this loop on the same
+minibatches and the same shared random stream: each computes its part of an iteration
+(``--parallel data``: its rows of the batch; ``temperatures``: its rungs of the ladder), the
+losses and gradients are summed over the ranks before the update, so every rank holds the
+same parameters, and rank 0 alone writes checkpoints, logs and sample grids. A stop asked of
+any rank stops them all after the same iteration.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from kaem.backend import Backend, to_numpy
-from kaem.run.checkpoint import restore_optimizer, save_checkpoint
+from kaem.run.checkpoint import CheckpointError, restore_optimizer, save_checkpoint
 from kaem.config import config_to_ini
 from kaem.run.logfile import append_row, reconcile
 from kaem.evaluation.heldout import evaluate
@@ -33,6 +40,7 @@ from kaem.objectives.importance import posterior_draws
 from kaem.objectives import objective_mode, training_step
 from kaem.model import KAEM
 from kaem.build import make_optimizer, step_schedule
+from kaem.parallel import SerialComm, Split
 from kaem.run.signals import Abandon, Interrupted, StopRequest, signal_name
 
 CSV_COLUMNS = ("time_s", "epoch", "iteration", "train_loss", "heldout_loglik_nats",
@@ -63,6 +71,7 @@ def _seed_for(*words: int) -> int:
     return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1)[0])
 
 
+STREAMS = 2  # the layout of the random numbers (kaem/streams.py); checkpoints of another cannot resume
 PROGRESS_EVERY_S = 30.0  # a progress line at least this often, however slow the iterations
 SAMPLE_GRID_N = 64  # images in each per-epoch grid OUT/samples/epoch_NNN.png
 
@@ -90,8 +99,11 @@ class Trainer:
 
     def __init__(self, model: KAEM, be: Backend, x_train: np.ndarray, x_test: np.ndarray,
                  out_dir: str, seed: int = 0, dataset: str = "", log: Callable[[str], None] | None = None,
-                 data_info: dict[str, Any] | None = None, data_dir: str | None = None) -> None:
+                 data_info: dict[str, Any] | None = None, data_dir: str | None = None, comm: Any = None,
+                 parallel: str = "data") -> None:
         cfg = model.cfg
+        self.comm, self.parallel = comm or SerialComm(), parallel
+        self.writes = self.comm.rank == 0  # rank 0 alone writes files and prints
         self.model, self.be, self.out_dir, self.seed, self.dataset = model, be, out_dir, seed, dataset
         self.data_info = data_info or {}  # kaem.datasets.dataset_info: resize, darcy's scaling, ...
         self.data_dir = data_dir  # the dataset folder, which eval and resume default to (None: not a file set)
@@ -105,6 +117,8 @@ class Trainer:
         self.iteration = 0
         self.rng = be.rng(seed)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        if not self.writes:
+            self.log = lambda msg: None
         self.elapsed = 0.0  # training seconds before this process (resume)
         self.last_grid_update = 0
         self._perm: tuple[int, Any] = (-1, None)  # (epoch, its permutation of the training rows)
@@ -131,6 +145,7 @@ class Trainer:
                 "last_grid_update": self.last_grid_update, "mode": self.mode,
                 "sampler_state": {k: to_numpy(v).tolist() for k, v in self.sampler_state.items()},
                 "data": self.data_info, "data_dir": self.data_dir, "n_test": int(self.x_test.shape[0]),
+                "streams": STREAMS, "ranks": self.comm.size, "parallel": self.parallel,
                 "planned_epochs": self.planned_epochs, "row_pending": self.row_pending,
                 "epoch_acc": _acc_to_json(self._acc)}
 
@@ -139,7 +154,13 @@ class Trainer:
                         config_to_ini(self.model.cfg), self.meta())
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        """Continue from a ``load_checkpoint`` result: arrays, optimiser, iteration, RNG."""
+        """Continue from a ``load_checkpoint`` result: arrays, optimiser, iteration, RNG. A
+        checkpoint whose random numbers were laid out otherwise (written before ``streams``)
+        is refused: its run could not continue as it would have."""
+        if int(ckpt["meta"].get("streams", 1)) != STREAMS:
+            raise CheckpointError(f"{ckpt.get('path', 'the checkpoint')} was written by an earlier version, which drew "
+                                  "its random numbers in another layout: it samples and evaluates, but cannot be "
+                                  "resumed exactly; start a new run")
         self.model.load_arrays(ckpt["params"], ckpt["buffers"])
         restore_optimizer(self.opt, ckpt)
         meta = ckpt["meta"]
@@ -176,8 +197,9 @@ class Trainer:
         params, buffers = self.guard.kept()
         meta = {**self.meta(), "iteration": self.guard.iteration, "epoch": self.guard.iteration // self.iters_per_epoch,
                 "rng_state": None, "sampler_state": {}, "epoch_acc": None, "last_good": True}
-        with self.stop.critical():
-            save_checkpoint(path, params, buffers, {}, config_to_ini(self.model.cfg), meta)
+        if self.writes:
+            with self.stop.critical():
+                save_checkpoint(path, params, buffers, {}, config_to_ini(self.model.cfg), meta)
         return (f"{where}; the parameters of iteration {self.guard.iteration} (the last with a finite forward "
                 f"pass) were saved to {path}; {os.path.join(self.out_dir, 'ckpt.npz')} is untouched; try a smaller "
                 "OPTIMIZER.learning_rate")
@@ -222,14 +244,15 @@ class Trainer:
         self.planned_epochs = epochs
         planned = epochs * self.iters_per_epoch
         total = planned if max_iters is None else min(max_iters, planned)
-        reconcile(os.path.join(self.out_dir, "log.csv"), CSV_COLUMNS, self.iteration, self.row_pending)
+        if self.writes:
+            reconcile(os.path.join(self.out_dir, "log.csv"), CSV_COLUMNS, self.iteration, self.row_pending)
         rows: list[dict[str, Any]] = []
         self._t0, start_iter = time.perf_counter(), self.iteration
         t_start = last_log = self._t0
         try:
             if self.row_pending and self.iteration <= total:
                 rows.append(self._flush_row())
-            while self.iteration < total and not self.stop.requested:
+            while self.iteration < total and not self._stop_asked():
                 if not self._iterate(planned, total):
                     break
                 done = self.iteration - start_iter
@@ -247,7 +270,7 @@ class Trainer:
                         self._save_ckpt()
         except Abandon:
             pass  # the iteration or row in progress was given up; what is complete is saved below
-        if self.stop.requested:
+        if self._stop_asked():
             path = self._save_ckpt()
             raise Interrupted(self.stop.signum, f"{signal_name(self.stop.signum)}: training stopped at iteration "
                                                 f"{self.iteration}, saved {path}; continue with --resume {path}")
@@ -260,8 +283,11 @@ class Trainer:
         sampler_state = {k: list(v) if isinstance(v, list) else v for k, v in self.sampler_state.items()}
         committed = False
         try:
-            x = self.x_train[self._batch_indices()]
-            loss, diag = training_step(self.model, x, self.rng, self.iteration, planned, self.sampler_state)
+            rows = self._batch_indices()
+            split = Split.of(self.comm, int(rows.shape[0]), self.parallel)
+            x = self.x_train[rows[split.lo:split.hi]]
+            loss, diag = training_step(self.model, x, self.rng, self.iteration, planned, self.sampler_state, split)
+            loss = self._summed(loss)
             loss_f, bad = self.guard.forward_problem(loss)
             if bad:
                 raise TrainingError(self._save_last_good(bad))
@@ -288,6 +314,19 @@ class Trainer:
             return False
         return True
 
+    def _summed(self, loss: Any) -> Any:
+        """The loss and the gradients summed over the ranks (each holds its share), in one
+        reduction; the loss is returned, the gradients are summed in place."""
+        if self.comm.size == 1:
+            return loss
+        total = self.be.xp.asarray(loss).reshape(1).astype(next(iter(self.model.gradients().values())).dtype)
+        self.comm.allreduce_(total, *self.model.gradients().values())
+        return total[0]
+
+    def _stop_asked(self) -> bool:
+        """Whether a signal asked any rank to stop (so that all stop after the same iteration)."""
+        return self.comm.any(self.stop.requested) if self.comm.size > 1 else self.stop.requested
+
     def _clock(self) -> None:
         """Add the time since the last call to ``elapsed`` (training seconds of the run)."""
         now = time.perf_counter()
@@ -298,7 +337,8 @@ class Trainer:
         path = os.path.join(self.out_dir, "ckpt.npz")
         with self.stop.critical():
             self._clock()
-            self.save(path)
+            if self.writes:
+                self.save(path)
         return path
 
     def _flush_row(self) -> dict[str, Any]:
@@ -324,7 +364,7 @@ class Trainer:
         that moves, and a resumed run's grids equal an uninterrupted one's.
         """
         every = self.t["gen_every"]
-        if not every or self.iteration % self.iters_per_epoch or self.epoch % every:
+        if not every or self.iteration % self.iters_per_epoch or self.epoch % every or not self.writes:
             return None
         path = os.path.join(self.out_dir, "samples", f"epoch_{self.epoch:03d}.png")
         save_sample_grid(path, self.model, SAMPLE_GRID_N, sample_grid_rng(self.be, self.seed))
@@ -358,7 +398,8 @@ class Trainer:
         row.update({k: ev[k] for k in ("logZ_quad_err", "logZ_is", "logZ_is_se") if k in ev})
         if "loglik_is_pi0_nats" in ev:
             row["heldout_loglik_is_pi0_nats"] = ev["loglik_is_pi0_nats"]
-        append_row(os.path.join(self.out_dir, "log.csv"), CSV_COLUMNS, row)
+        if self.writes:  # every rank evaluates (the same numbers): none waits for another
+            append_row(os.path.join(self.out_dir, "log.csv"), CSV_COLUMNS, row)
         self.log(f"[epoch {row['epoch']:g}] held-out log p(x) {ev['loglik_nats']:.2f} nats "
                  f"({ev['bits_per_dim']:.4f} bits/dim, S={ev['S']}, σ={ev['sigma']}) | test MSE {ev['test_mse']:.4f}")
         return row
