@@ -5,7 +5,7 @@ RUNS ?= runs
 # RUNS/<dataset in lower case>-<mode>, as the job files' "DATASET MODE" lines
 RUN_NAME = $(shell echo '$(DATASET)' | tr '[:upper:]' '[:lower:]')
 
-.PHONY: help install install-gpu test bench gpu-check fmnist clean train-vanilla train-thermo train-sequential
+.PHONY: help install install-gpu install-mpi test bench gpu-check fmnist clean train-vanilla train-thermo train-sequential
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -15,6 +15,9 @@ install:  ## install the package (editable) with the test extra
 
 install-gpu:  ## install with CuPy and the CUDA 12 libraries it loads (cupy's ctk extra): an NVIDIA driver is all the machine needs
 	$(PYTHON) -m pip install -q -e '.[test,gpu]'
+
+install-mpi:  ## install with mpi4py and MPICH from wheels: mpiexec -n R python cli.py train ... (make test then runs the 2-rank tests)
+	$(PYTHON) -m pip install -q -e '.[test,mpi]'
 
 test:  ## run the whole test suite (about 2.5 minutes on 2 quiet cores)
 	$(PYTHON) -m pytest -q

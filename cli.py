@@ -3,7 +3,7 @@
 
     python cli.py train  --dataset fmnist --epochs 1 --out runs/fmnist
     python cli.py sample --ckpt runs/fmnist/ckpt.npz --n 64 --out samples.png
-    python cli.py eval   --ckpt runs/fmnist/ckpt.npz
+    python cli.py eval   --ckpt runs/fmnist/ckpt.npz --n-test 100    # AIS; --estimator is: quick
     python cli.py sweep  --dataset fmnist --epochs 10      # π0 × basis, summary table
     python cli.py plot-prior --ckpt runs/fmnist/ckpt.npz --out prior.png   # learned π_{q,p}
     python cli.py jobs jobs.txt                              # command lines one after the other
@@ -20,7 +20,6 @@ and compare, scoring: eval, plotting, jobs, sweep; failures: error lines), open 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Sequence
@@ -36,7 +35,8 @@ from kaem.run.failures import run_command  # noqa: E402
 from kaem.run.jobs import parse_line, run_job_file  # noqa: E402
 from kaem.run.plotting import plot_log, plot_prior  # noqa: E402
 from kaem.run.sampling import compare_checkpoint, sample_checkpoint  # noqa: E402
-from kaem.run.scoring import evaluate_checkpoint, evaluation_lines  # noqa: E402
+from kaem.run.scoring import (EVAL_DESCRIPTION, eval_arguments, eval_options, evaluate_checkpoint,  # noqa: E402
+                              evaluation_lines, json_text)
 from kaem.run.session import TrainOptions, mode_overrides, plan_training, run_training  # noqa: E402,F401
 from kaem.run.sweep import write_sweep  # noqa: E402
 
@@ -47,7 +47,7 @@ SWEEP_OWN = ("help", "dataset", "out", "only")  # the sweep's options that do no
 def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
     """The argument parser; raise_errors: bad arguments raise CommandError instead of exiting."""
     from kaem.backend import DEVICES, DTYPES
-    from kaem.config import DATASET_DEFAULTS, MAX_EVAL_SAMPLES
+    from kaem.config import DATASET_DEFAULTS
     from kaem.datasets import DATASETS, darcy
     from kaem.objectives import MODES
 
@@ -135,12 +135,10 @@ def build_parser(raise_errors: bool = False) -> argparse.ArgumentParser:
                                                     "e.g. for FID with torch-fidelity or clean-fid")
     device_args(s)
 
-    e = sub.add_parser("eval", help="held-out log-likelihood and test MSE of a checkpoint")
+    e = sub.add_parser("eval", help="held-out log-likelihood (AIS or IS) and test MSE of a checkpoint",
+                       description=EVAL_DESCRIPTION)
     e.add_argument("--ckpt", required=True, help="checkpoint (.npz) written by train")
-    e.add_argument("--n-test", type=positive_int, help="test images (default: the checkpoint's, else TRAINING.N_test)")
-    e.add_argument("--samples", type=int_in(1, MAX_EVAL_SAMPLES),
-                   help=f"prior samples S, at most {MAX_EVAL_SAMPLES} (default: TRAINING.eval_importance_samples)")
-    e.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    eval_arguments(e)  # --estimator, --samples, --temps, --chains, --bdmc, --n-test, --json
     device_args(e)
     data_args(e, "the checkpoint's, else data")
 
@@ -229,10 +227,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    ev = evaluate_checkpoint(args.ckpt, n_test=args.n_test, samples=args.samples, seed=args.seed,
-                             device=args.device, **data_options(args))
+    ev = evaluate_checkpoint(args.ckpt, n_test=args.n_test, seed=args.seed, device=args.device,
+                             say=lambda m: print(m, file=sys.stderr), **eval_options(args), **data_options(args))
     args.result = {**ev.result, "output": args.ckpt}
-    print(json.dumps(ev.result) if args.json else "\n".join(evaluation_lines(args.ckpt, ev)))
+    print(json_text(ev) if args.json else "\n".join(evaluation_lines(args.ckpt, ev)))
     return 0
 
 

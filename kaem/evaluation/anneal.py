@@ -46,8 +46,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from kaem.backend import array_module
-from kaem.numerics import logsumexp
-from kaem.samplers.automala import leapfrog
+from kaem.numerics import logsumexp, rowwise_searchsorted
 from kaem.samplers.target import Array, Evaluation, evaluate, expand
 
 SCHEDULES = ("sigmoid", "geometric")
@@ -57,6 +56,13 @@ MALA_ACCEPTANCE = 0.574  # the optimal acceptance rate of MALA (L = 1)
 HMC_ACCEPTANCE = 0.65  # and of HMC with L > 1 leapfrog steps
 ADAPT_RATE = 0.5  # γ of the pilot's log θ update
 PILOT_MOVES = 1  # the pilot's moves per temperature (at least n_steps)
+MASSES = ("dense", "diagonal", "identity")  # the preconditioner's kinds
+DEFAULT_MASS = "dense"
+MASS_BLOCKS = 50  # preconditioner blocks along the schedule
+DENSE_MAX = 128  # a dense factor up to this latent size, the diagonal beyond
+MIN_WINDOW = 4.0  # the pilot spread's averaging window, in temperatures, at least
+SHRINK = 0.01  # the covariance's shrinkage towards its diagonal
+JITTER = 1e-8  # and a ridge relative to its mean variance
 
 
 class Path(Protocol):
@@ -130,28 +136,148 @@ def target_acceptance(n_leapfrog: int) -> float:
     return MALA_ACCEPTANCE if n_leapfrog == 1 else HMC_ACCEPTANCE
 
 
+def _flat(a: Array, C: int, B: int) -> Array:
+    """(C·B, *latent) -> (C, B, d)."""
+    return a.reshape(C, B, -1)
+
+
+def precondition(scale: Array | None, a: Array, C: int, B: int, transpose: bool = False) -> Array:
+    """A·a (or Aᵀ·a) per chain, A the factor of chain i's datum i % B: ``scale`` (B, d, d)
+    lower-triangular or (B, d) diagonal, None for A = I; a (C·B, *latent) -> like a."""
+    if scale is None:
+        return a
+    xp = array_module(a)
+    f = _flat(a, C, B)
+    if scale.ndim == 2:
+        out = f * scale[None].astype(a.dtype)
+    else:
+        out = xp.einsum("bji,cbj->cbi" if transpose else "bij,cbj->cbi", scale.astype(a.dtype), f)
+    return out.reshape(a.shape)
+
+
 def hmc_move(target: Any, v: Array, ev: Evaluation, t: Array, step: Array, n_leapfrog: int,
-             rng: Any) -> tuple[Array, Evaluation, Array]:
+             rng: Any, scale: Array | None = None, C: int = 1) -> tuple[Array, Evaluation, Array]:
     """One Metropolis-adjusted Hamiltonian move on log p_t = lp + t·ll for every chain.
 
-    v (N, *latent), ev the target terms at v, t a 0-d device temperature, step θ (N,).
-    ℓ = Σ_j ℓ_j over the L leapfrog steps telescopes to −ΔH; accept where log U < ℓ.
-    Returns the new state, its evaluation and the acceptance probabilities min(1, e^ℓ) (N,).
+    v (N, *latent) with N = C·B, ev the target terms at v, t a 0-d device temperature, step
+    θ (N,), ``scale`` A (B, d, d) or (B, d) or None (:func:`precondition`). The move is plain
+    HMC with unit mass in the coordinates u = A⁻¹v (mass matrix M = (AAᵀ)⁻¹ in v):
+
+        p ~ N(0, I),  p½ = p + (θ/2)·Aᵀ∇log p_t(v),  v' = v + θ·A p½,  p' = p½ + (θ/2)·Aᵀ∇log p_t(v'),
+
+    L times; ℓ = log p_t(v_L) − log p_t(v_0) − ½(|p_L|² − |p_0|²) = −ΔH (the linear map's
+    Jacobian is constant and cancels), accepted where log U < ℓ (a non-finite ℓ is
+    rejected). Returns the new state, its evaluation and min(1, e^ℓ) (N,).
     """
     xp = array_module(v)
     n = v.shape[0]
+    B = n // C
+    th = expand(step, v)
     p = rng.standard_normal(v.shape, dtype=v.dtype)
-    logp, grad = ev.tempered(t)
-    z, cur, ell = v, ev, xp.zeros(n, dtype=v.dtype)
+    logp0, grad = ev.tempered(t)
+    z, cur, p0 = v, ev, p
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging trajectory is rejected below
         for _ in range(n_leapfrog):
-            prop = leapfrog(target, z, logp, grad, t, p, step, 1.0)
-            ell = ell + prop.ell  # −inf once any step was non-finite
-            z, p, cur = prop.z, prop.p, prop.ev
-            logp, grad = cur.tempered(t)
+            p = p + 0.5 * th * precondition(scale, grad, C, B, transpose=True)
+            z = z + th * precondition(scale, p, C, B)
+            cur = evaluate(target, z)
+            logp_new, grad = cur.tempered(t)
+            p = p + 0.5 * th * precondition(scale, grad, C, B, transpose=True)
+        ell = logp_new - logp0 - 0.5 * (_sumsq(p) - _sumsq(p0))
+        ell = xp.where(xp.isfinite(ell), ell, -xp.inf)
         accept = xp.log(rng.random(n, dtype=v.dtype)) < ell
         prob = xp.exp(xp.minimum(ell, 0.0))
     return xp.where(expand(accept, v), z, v), cur.where(accept, ev), prob
+
+
+def _sumsq(a: Array) -> Array:
+    return (a * a).reshape(a.shape[0], -1).sum(axis=1)
+
+
+@dataclass
+class Kernels:
+    """The fixed kernel settings of an annealing run (the pilot's record).
+
+    Attributes:
+        steps: θ (K + 1, B): row k is used at temperature index k.
+        scale: the preconditioner factors, one per block of temperatures: (n_blocks, B, d, d)
+            lower-triangular, (n_blocks, B, d) diagonal, or None (identity).
+        block: host ints (K + 1,): the block of each temperature index.
+    """
+
+    steps: Array
+    scale: Array | None
+    block: np.ndarray
+
+    def reversed(self) -> "Kernels":
+        """The same kernels for the temperatures visited in the opposite order."""
+        return Kernels(self.steps[::-1], self.scale, self.block[::-1].copy())
+
+
+def blocks(K: int, n_blocks: int) -> np.ndarray:
+    """Block index (K + 1,) of each temperature index: the move temperatures 1..K−1 in
+    ``n_blocks`` (at most K − 1) runs of nearly equal length; index 0 and K share the end blocks."""
+    nb = max(1, min(n_blocks, K - 1))
+    k = np.arange(K + 1)
+    return np.clip((k - 1) * nb // max(K - 1, 1), 0, nb - 1).astype(np.int64)
+
+
+class _Spread:
+    """Per-datum running mean and covariance of the pilot's states (float64), an exponential
+    moving average over temperatures at rate ``rate``, started at the base's N(0, I); its
+    factor :meth:`factor` is the Cholesky factor of the covariance (``dense``) or the
+    square root of its diagonal."""
+
+    def __init__(self, xp: Any, B: int, d: int, dense: bool, rate: float) -> None:
+        self.xp, self.dense, self.rate = xp, dense, rate
+        self.mean = xp.zeros((B, d), dtype=xp.float64)
+        self.cov = xp.broadcast_to(xp.eye(d), (B, d, d)).copy() if dense else xp.ones((B, d), dtype=xp.float64)
+
+    def update(self, v: Array, C: int) -> None:
+        xp, a = self.xp, self.rate
+        f = _flat(v, C, self.mean.shape[0]).astype(xp.float64)
+        self.mean = (1 - a) * self.mean + a * f.mean(axis=0)
+        r = f - self.mean[None]
+        if self.dense:
+            self.cov = (1 - a) * self.cov + a * xp.einsum("cbi,cbj->bij", r, r) / C
+        else:
+            self.cov = (1 - a) * self.cov + a * (r * r).mean(axis=0)
+
+    def factor(self) -> Array:
+        xp = self.xp
+        if not self.dense:
+            return xp.sqrt(self.cov)
+        d = self.cov.shape[-1]
+        diag = xp.einsum("bii->bi", self.cov)
+        # shrink towards the diagonal and add a relative jitter: positive definite always
+        cov = (1 - SHRINK) * self.cov + xp.einsum("bi,ij->bij", SHRINK * diag + JITTER * diag.mean(axis=1, keepdims=True),
+                                                  xp.eye(d))
+        return xp.linalg.cholesky(cov)
+
+
+def resample(w: Array, v: Array, ev: Evaluation, eve: Array, C: int, B: int, threshold: float,
+             rng: Any) -> tuple[Array, Array, Evaluation, Array, Array]:
+    """Systematic resampling of each datum's C chains where their ESS < threshold·C.
+
+    Per datum b with normalised weights W_c = e^{w_c}/Σ e^{w}, chain c takes the state of
+    ancestor a_c = min{j : Σ_{i≤j} W_i > (U_b + c)/C}, U_b ~ U(0, 1), and every weight becomes
+    log mean_c e^{w_c}, so that log mean exp of the weights still is the estimate. Elsewhere
+    nothing changes (a ``where`` per datum: no data-dependent shape). ``eve`` (C·B,) ints: each
+    chain's original ancestor, carried along. Returns (w, v, ev, eve, did) with did (B,) bool.
+    """
+    xp = array_module(w)
+    W = w.reshape(C, B)
+    lse = logsumexp(W, axis=0)
+    Wn = xp.exp(W - lse[None])
+    did = 1.0 < threshold * C * (Wn * Wn).sum(axis=0)  # ESS = 1/ΣW² below threshold·C
+    cum = xp.cumsum(Wn, axis=0)
+    cum = cum / cum[-1:]
+    u = (rng.random(B)[None, :] + xp.arange(C, dtype=xp.float64)[:, None]) / C
+    a = xp.clip(rowwise_searchsorted(cum.T, u.T).T, 0, C - 1)
+    a = xp.where(did[None], a, xp.arange(C)[:, None])
+    idx = (a * B + xp.arange(B)[None]).reshape(-1)
+    w = xp.where(did[None], (lse - math.log(C))[None], W).reshape(-1)
+    return w, v[idx], Evaluation(*(f[idx] for f in ev)), eve[idx], did
 
 
 @dataclass
@@ -162,25 +288,36 @@ class AnnealResult:
         w: log weights (N,) float64, chain i = c·B + b.
         v: final states (N, *latent); ev their evaluation.
         acceptance: mean acceptance probability per temperature index (K + 1,) (0 where no move ran).
-        steps: the step table θ (K + 1, B) used (the pilot's record, or the one given).
+        kernels: the kernels used (the pilot's record, or the ones given).
+        eve: (N,) ints, each chain's original ancestor c (resampling).
+        n_resampled: (B,) the number of resampling events per datum.
     """
 
     w: Array
     v: Array
     ev: Evaluation
     acceptance: Array
-    steps: Array
+    kernels: Kernels
+    eve: Array
+    n_resampled: Array
+
+    @property
+    def steps(self) -> Array:
+        return self.kernels.steps
 
 
-def anneal(path: Any, v: Array, temps: Array, C: int, rng: Any, steps: Array | None = None,
-           n_steps: int = 1, n_leapfrog: int = 1, log_w0: Array | None = None) -> AnnealResult:
+def anneal(path: Any, v: Array, temps: Array, C: int, rng: Any, kernels: Kernels | None = None,
+           n_steps: int = 1, n_leapfrog: int = 1, log_w0: Array | None = None,
+           mass: str = DEFAULT_MASS, resample_ess: float = 0.0) -> AnnealResult:
     """Run AIS from the states v (C·B, *latent) along ``temps`` (K + 1,), host or device (an
     increasing schedule, or a decreasing one for the reverse run).
 
-    ``steps`` (K + 1, B): the fixed step table (row k used at temperature temps[k]); None runs
-    a pilot: θ starts at ``path.init_step`` and adapts after every move (module docstring;
-    max(n_steps, PILOT_MOVES) moves per temperature), and the table records the adapted θ
-    at the end of each temperature. ``log_w0`` (C·B,): initial log weights (None: 0).
+    ``kernels``: the fixed kernels (step table and preconditioner); None runs a pilot (module
+    docstring): θ starts at ``path.init_step`` and adapts after every move
+    (max(n_steps, PILOT_MOVES) moves per temperature), the preconditioner of each block of
+    temperatures is frozen at the block's start from the running spread of the pilot's
+    states (``mass``: "dense", "diagonal" or "identity"), and the result records both.
+    ``log_w0`` (C·B,): initial log weights (None: 0).
     """
     xp = array_module(v)
     temps = xp.asarray(temps, dtype=xp.float64)  # one copy before the loop (no-op on the device)
@@ -188,58 +325,92 @@ def anneal(path: Any, v: Array, temps: Array, C: int, rng: Any, steps: Array | N
     n = v.shape[0]
     if n != C * B:
         raise ValueError(f"{n} chains are not C·B = {C}·{B}")
+    if mass not in MASSES:
+        raise ValueError(f"unknown mass matrix {mass!r}; valid: {', '.join(MASSES)}")
     dt = xp.diff(temps)
     w = xp.zeros(n, dtype=xp.float64) if log_w0 is None else log_w0.astype(xp.float64)
     acc = xp.zeros(K + 1, dtype=xp.float64)
     ev = evaluate(path, v)
-    pilot = steps is None
+    pilot = kernels is None
     goal = target_acceptance(n_leapfrog)
     if pilot:
+        d = int(np.prod(v.shape[1:]))
+        block = blocks(K, MASS_BLOCKS)
+        nb = int(block.max()) + 1
+        dense = mass == "dense" and d <= DENSE_MAX
+        spread = _Spread(xp, B, d, dense, 1.0 / max(MIN_WINDOW, (K - 1) / nb)) if mass != "identity" else None
+        scale = None if spread is None else xp.empty((nb,) + spread.cov.shape, dtype=xp.float64)
         steps = xp.empty((K + 1, B), dtype=v.dtype)
         log_step = xp.full(B, math.log(path.init_step), dtype=v.dtype)
         steps[0] = path.init_step
+        kernels = Kernels(steps, scale, block)
     moves = max(n_steps, PILOT_MOVES) if pilot else n_steps
+    cur_block = -1
+    eve = xp.repeat(xp.arange(C), B)
+    n_res = xp.zeros(B, dtype=xp.int64)
     for k in range(1, K + 1):
-        w += dt[k - 1] * ev.ll.astype(xp.float64)
+        w = w + dt[k - 1] * ev.ll.astype(xp.float64)
         if k == K:
             break
-        t = temps[k]
+        if resample_ess > 0:
+            w, v, ev, eve, did = resample(w, v, ev, eve, C, B, resample_ess, rng)
+            n_res = n_res + did
+        t, b = temps[k], int(kernels.block[k])
+        if pilot and spread is not None and b != cur_block:
+            kernels.scale[b] = spread.factor()  # frozen for the block: the estimating run's too
+            cur_block = b
+        A = None if kernels.scale is None else kernels.scale[b]
         for _ in range(moves):
-            theta = xp.exp(log_step) if pilot else steps[k]
-            v, ev, prob = hmc_move(path, v, ev, t, xp.tile(theta, C), n_leapfrog, rng)
+            theta = xp.exp(log_step) if pilot else kernels.steps[k]
+            v, ev, prob = hmc_move(path, v, ev, t, xp.tile(theta, C), n_leapfrog, rng, A, C)
             acc[k] += prob.mean() / moves
             if pilot:
                 log_step = log_step + ADAPT_RATE * (prob.reshape(C, B).mean(axis=0) - goal)
+                if spread is not None:
+                    spread.update(v, C)
         if pilot:
-            steps[k] = xp.exp(log_step)  # the adapted step: the pilot's best guess for t_k
+            kernels.steps[k] = xp.exp(log_step)  # the adapted step: the pilot's best guess for t_k
     if pilot:
-        steps[K] = steps[max(K - 1, 0)]
-    return AnnealResult(w, v, ev, acc, steps)
+        kernels.steps[K] = kernels.steps[max(K - 1, 0)]
+    return AnnealResult(w, v, ev, acc, kernels, eve, n_res)
 
 
 def pilot_and_run(path: Any, temps: Array, C: int, rng: Any, pilot_chains: int, n_steps: int = 1,
-                  n_leapfrog: int = 1) -> AnnealResult:
+                  n_leapfrog: int = 1, mass: str = DEFAULT_MASS, resample_ess: float = 0.0) -> AnnealResult:
     """Forward AIS with C chains per datum after a pilot of ``pilot_chains`` per datum that
-    tunes the step table (discarded but for that table)."""
+    tunes the kernels (discarded but for them)."""
     v, w0 = path.sample_base(pilot_chains * path.B, rng)
     temps = array_module(v).asarray(temps, dtype=array_module(v).float64)  # on the device once
-    table = anneal(path, v, temps, pilot_chains, rng, None, n_steps, n_leapfrog, w0).steps
+    kern = anneal(path, v, temps, pilot_chains, rng, None, n_steps, n_leapfrog, w0, mass, resample_ess).kernels
     v, w0 = path.sample_base(C * path.B, rng)
-    return anneal(path, v, temps, C, rng, table, n_steps, n_leapfrog, w0)
+    return anneal(path, v, temps, C, rng, kern, n_steps, n_leapfrog, w0, resample_ess=resample_ess)
 
 
-def per_datum(w: Array, C: int, B: int) -> dict[str, Array]:
+def per_datum(w: Array, C: int, B: int, eve: Array | None = None, n_resampled: Array | None = None) -> dict[str, Array]:
     """Per datum b, from the log weights w (C·B,) float64 (device arrays, (B,) each):
 
     * ``logp``: log mean_c exp(w_c);
-    * ``ess``: (Σ_c e^{w_c})² / Σ_c e^{2 w_c}, in [1, C];
-    * ``var``: the delta-method variance of ``logp``, Var_c(e^w)/(C·mean_c(e^w)²)
-      = (C/ESS − 1)/(C − 1) (NaN for C = 1; unreliable when the ESS is small).
+    * ``ess``: (Σ_c e^{w_c})² / Σ_c e^{2 w_c}, in [1, C] (since the last resampling);
+    * ``var``: the variance of ``logp`` estimated from the same run (delta method: the
+      relative variance of mean_c e^{w_c}). Without resampling it is
+      Var_c(e^w)/(C·mean_c(e^w)²) = (C/ESS − 1)/(C − 1); with m resampling events and each
+      chain's original ancestor ("Eve") E_c, the genealogy estimator of Lee & Whiteley (2018),
+      1 − (C/(C − 1))^{m+1} (1 − Σ_e (Σ_{c: E_c = e} W_c)²), W the normalised weights, which
+      reduces to the former for m = 0 (every chain its own Eve). NaN for C = 1; unreliable
+      when the ESS (or the number of surviving Eves) is small.
     """
     xp = array_module(w)
     w = w.reshape(C, B)
     lse = logsumexp(w, axis=0)
     e = xp.exp(w - lse[None])  # normalised weights, Σ_c = 1
     ess = 1.0 / (e * e).sum(axis=0)
-    var = (C / ess - 1.0) / (C - 1) if C > 1 else xp.full(B, xp.nan)
+    if C == 1:
+        var = xp.full(B, xp.nan)
+    elif eve is None:
+        var = (C / ess - 1.0) / (C - 1)
+    else:
+        same = eve.reshape(C, B)[:, None, :] == xp.arange(C)[None, :, None]  # (chain, eve, datum)
+        by_eve = (e[:, None, :] * same).sum(axis=0)  # (eve, datum)
+        m = n_resampled if n_resampled is not None else 0
+        var = 1.0 - (C / (C - 1.0)) ** (m + 1) * (1.0 - (by_eve * by_eve).sum(axis=0))
     return {"logp": lse - math.log(C), "ess": ess, "var": var}

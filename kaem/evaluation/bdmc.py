@@ -30,7 +30,7 @@ import numpy as np
 from kaem.backend import array_module, to_numpy
 from kaem.evaluation.ais import (DEFAULT_CHAINS, DEFAULT_LEAPFROG, DEFAULT_PILOT, DEFAULT_SCHEDULE, DEFAULT_STEPS,
                                  DEFAULT_TEMPS, check_settings)
-from kaem.evaluation.anneal import anneal, per_datum
+from kaem.evaluation.anneal import DEFAULT_MASS, anneal, per_datum
 from kaem.evaluation.anneal import schedule as make_schedule
 from kaem.evaluation.paths import ITSLatent, ITSPath
 from kaem.likelihood.gaussian import apply_output_activation
@@ -38,7 +38,8 @@ from kaem.nn.kan import fixed_parameters
 
 
 def bidirectional(path: Any, v_star: Any, temps: Any, C: int, rng: Any, pilot_chains: int = DEFAULT_PILOT,
-                  n_steps: int = DEFAULT_STEPS, n_leapfrog: int = DEFAULT_LEAPFROG) -> dict[str, Any]:
+                  n_steps: int = DEFAULT_STEPS, n_leapfrog: int = DEFAULT_LEAPFROG,
+                  mass: str = DEFAULT_MASS, resample_ess: float = 0.0) -> dict[str, Any]:
     """Forward and reverse AIS on ``path`` whose data were simulated with the latents
     v_star (B, *latent) (an exact posterior draw per datum), along temps (K + 1,) (host).
 
@@ -49,12 +50,13 @@ def bidirectional(path: Any, v_star: Any, temps: Any, C: int, rng: Any, pilot_ch
     t = xp.asarray(temps, dtype=xp.float64)
     B = path.B
     v, w0 = path.sample_base(pilot_chains * B, rng)
-    table = anneal(path, v, t, pilot_chains, rng, None, n_steps, n_leapfrog, w0).steps
+    kern = anneal(path, v, t, pilot_chains, rng, None, n_steps, n_leapfrog, w0, mass, resample_ess).kernels
     v, w0 = path.sample_base(C * B, rng)
-    fwd = per_datum(anneal(path, v, t, C, rng, table, n_steps, n_leapfrog, w0).w, C, B)
+    fwd = per_datum(anneal(path, v, t, C, rng, kern, n_steps, n_leapfrog, w0, resample_ess=resample_ess).w, C, B)
     start = xp.tile(v_star, (C,) + (1,) * (v_star.ndim - 1))  # chain c·B + b starts at v*_b
-    rev = per_datum(anneal(path, start, t[::-1], C, rng, table[::-1], n_steps, n_leapfrog).w, C, B)
-    return {"lower": fwd["logp"], "upper": -rev["logp"], "ess": fwd["ess"], "steps": table}
+    rev = per_datum(anneal(path, start, t[::-1], C, rng, kern.reversed(), n_steps, n_leapfrog,
+                           resample_ess=resample_ess).w, C, B)
+    return {"lower": fwd["logp"], "upper": -rev["logp"], "ess": fwd["ess"], "steps": kern.steps, "kernels": kern}
 
 
 def simulate(model: Any, n: int, rng: Any, latent: ITSLatent | None = None) -> tuple[Any, Any]:

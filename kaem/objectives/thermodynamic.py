@@ -70,26 +70,38 @@ def thermo_loss_and_grad(model: KAEM, x: Any, z: Any, temps: Any, rule: str = "l
     split = split or Split.serial(x.shape[0])
     n_all = bc * split.batch // x.shape[0]  # chains per rung over all ranks
     used = [j for j, k in enumerate(rungs) if c[k] != 0.0]
+    ll = xp.full((len(rungs), bc), xp.nan, dtype=z.dtype)
+    loss = xp.zeros((), dtype=z.dtype)
+    nz = None if noise is None else noise[used].reshape(-1, noise.shape[-1])
+    if rng is not None and noise is None and model.lik.noise > 0:  # drawn on every rank, its rows or none
+        if model.lik.sharing == "sample":  # one ξ per rung k, the rows of a (K, D) array
+            nz = RowDraws(shared(rng), [(rungs[j], rungs[j] + 1) for j in used], K).standard_normal(
+                (len(used), model.D), dtype=z.dtype)
+        else:  # one ξ per (rung k, datum b), the rows of the (K·B, D) ladder population's array
+            nz = RowDraws(shared(rng), [(rungs[j] * n_all + split.lo, rungs[j] * n_all + split.hi) for j in used],
+                          K * n_all).standard_normal((len(used) * bc, model.D), dtype=z.dtype)
+    if used:  # the rule's rungs: − Σ_k c_k Σ_b ll(x_b, z_{k,b}) / B
+        loss = loss + _likelihood_terms(model, x, z, c, rungs, used, n_all, nz, ll)
+    if K - 1 in rungs:  # the prior term on the t = 1 chains
+        w_top = xp.full(bc, 1.0 / n_all, dtype=z.dtype)
+        loss = loss + model.prior.prior_loss(z[rungs.index(K - 1)], w_top, z_cd=z_cd, exact_logZ=exact_logZ)
+    return loss, ll
+
+
+def _likelihood_terms(model: KAEM, x: Any, z: Any, c: Any, rungs: list, used: list, n_all: int, noise: Any,
+                      ll: Any) -> Any:
+    """− Σ_{k used} c_k Σ_b ll(x_b, z_{k,b}) / n_all with the injection noise ``noise`` (rows as
+    ``log_lik_rows`` takes them, or None) and its gradients (into the generator's); fills the
+    used rows of ll (K', Bc)."""
+    xp = model.be.xp
+    bc = z.shape[1]
     zu = z[used].reshape((len(used) * bc,) + z.shape[2:])
     g = model.generator.forward(model.prior.to_input(zu))
-    nz = None if noise is None else noise[used].reshape(-1, noise.shape[-1])
-    if rng is not None and noise is None and model.lik.noise > 0:  # each rung's, each row's numbers its own
-        if model.lik.sharing == "sample":  # one ξ per rung k, rows of a (K, D) array
-            nz = RowDraws(shared(rng), [(rungs[j], rungs[j] + 1) for j in used], K).standard_normal(
-                (len(used), g.shape[1]), dtype=g.dtype)
-        else:  # one ξ per (rung k, datum b), rows of the (K·B, D) ladder population's array
-            rng = RowDraws(shared(rng), [(rungs[j] * n_all + split.lo, rungs[j] * n_all + split.hi) for j in used],
-                           K * n_all)
-    ll_u = model.lik.log_lik_rows(chain_rows(x, zu.shape[0]), g, rng=rng, noise=nz, batch=x.shape[0])
+    ll_u = model.lik.log_lik_rows(chain_rows(x, zu.shape[0]), g, noise=noise, batch=x.shape[0])
     cw = xp.repeat(xp.asarray([c[rungs[j]] / n_all for j in used], dtype=ll_u.dtype), bc)  # c_k / Bc per row
     model.generator.backward(model.lik.backward_rows(-cw), need_dh=False)
-    loss = -(cw * ll_u).sum()
-    if K - 1 in rungs:  # the prior term on the t = 1 chains
-        w_top = xp.full(bc, 1.0 / n_all, dtype=ll_u.dtype)
-        loss = loss + model.prior.prior_loss(z[rungs.index(K - 1)], w_top, z_cd=z_cd, exact_logZ=exact_logZ)
-    ll = xp.full((len(rungs), bc), xp.nan, dtype=ll_u.dtype)
     ll[used] = ll_u.reshape(len(used), bc)
-    return loss, ll
+    return -(cw * ll_u).sum()
 
 
 @fixed_parameters()

@@ -33,8 +33,8 @@ Every prior offers the same interface to the model, the objectives and the sampl
   ``log_unnorm_backward(dlogp, need_dz)`` -> dz (parameter gradients accumulate), and
   ``log_unnorm_and_grad(z)`` -> (log p̃, ∇_z log p̃);
 * ``has_exact_logZ``; when true, ``log_Z(cache)``, ``log_Z_backward(dlogZ)``,
-  ``quadrature_error()`` and ``log_prob(z)``, and ``sample`` is exact; when false (the deep
-  prior), training must use the contrastive-divergence prior term and evaluation
+  ``quadrature_error()``, ``quadrature_error_sum()`` and ``log_prob(z)``, and ``sample`` is exact;
+  when false (the deep prior), training must use the contrastive-divergence prior term and evaluation
   weighs π0 draws: ``sample_pi0(n, rng)``, ``log_tilt(z)`` = log p̃(z) − log π0(z) and
   ``estimate_log_Z(n, rng)`` (importance sampling from π0, with its standard error);
 * ``to_input(z)`` -> generator input h (N, Q) and its backward ``input_grad(dh)`` -> dz;

@@ -279,6 +279,11 @@ class QuadratureDensities:
         need more nodes."""
         return float(abs(self.log_Z(cache=False) - self.log_Z(cache=False, refine=2)).max())
 
+    def quadrature_error_sum(self) -> float:
+        """Σ_{o,i} |Δ log Z_{o,i}|, the same comparison summed over all O·I functions: log p(x)
+        contains −Σ log Z, so this is how far the rule's error can move a log-likelihood."""
+        return float(abs(self.log_Z(cache=False) - self.log_Z(cache=False, refine=2)).sum())
+
     # ---- inverse transform sampling -----------------------------------------------------------
     def its_tables(self) -> tuple[Any, Any]:
         """CDF of every density on its cell edges, row r = o·I + i: cdf (O·I, C+1) rising

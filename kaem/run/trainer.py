@@ -33,6 +33,7 @@ from kaem.run.checkpoint import CheckpointError, restore_optimizer, save_checkpo
 from kaem.config import config_to_ini
 from kaem.run.logfile import append_row, reconcile
 from kaem.evaluation.heldout import evaluate
+from kaem.evaluation.report import estimate_text, log_columns, normaliser_text
 from kaem.nn.grid_update import grid_update_due
 from kaem.run.guard import FiniteGuard
 from kaem.plots import save_sample_grid
@@ -46,7 +47,8 @@ from kaem.run.signals import Abandon, Interrupted, StopRequest, signal_name
 CSV_COLUMNS = ("time_s", "epoch", "iteration", "train_loss", "heldout_loglik_nats",
                "bits_per_dim", "test_mse", "ess_mean", "resampled_frac", "grid_updated",
                "accept_rate", "mean_step", "swap_rate", "logZ_quad_err", "heldout_loglik_is_pi0_nats",
-               "logZ_is", "logZ_is_se")
+               "logZ_is", "logZ_is_se", "estimator", "eval_samples", "heldout_loglik_se", "heldout_ess",
+               "logZ_quad_err_sum", "logZ_err_flag")  # a log without the last six reads them as empty
 # epoch-mean CSV column <- per-iteration diagnostic key of the step function (absent in a
 # mode, or NaN throughout an epoch: the cell is left empty)
 DIAG_COLUMNS = {"ess_mean": "ess", "resampled_frac": "resampled", "accept_rate": "accept",
@@ -395,13 +397,13 @@ class Trainer:
                "test_mse": ev["test_mse"], **diag}
         # the prior's normaliser check: quadrature error, or the deep prior's importance
         # sampling from π0 (held-out estimate, log Z and its standard error)
-        row.update({k: ev[k] for k in ("logZ_quad_err", "logZ_is", "logZ_is_se") if k in ev})
+        row.update({k: ev[k] for k in ("logZ_quad_err", "logZ_is", "logZ_is_se") if k in ev}, **log_columns(ev))
         if "loglik_is_pi0_nats" in ev:
             row["heldout_loglik_is_pi0_nats"] = ev["loglik_is_pi0_nats"]
         if self.writes:  # every rank evaluates (the same numbers): none waits for another
             append_row(os.path.join(self.out_dir, "log.csv"), CSV_COLUMNS, row)
-        self.log(f"[epoch {row['epoch']:g}] held-out log p(x) {ev['loglik_nats']:.2f} nats "
-                 f"({ev['bits_per_dim']:.4f} bits/dim, S={ev['S']}, σ={ev['sigma']}) | test MSE {ev['test_mse']:.4f}")
+        self.log(f"[epoch {row['epoch']:g}] held-out log p(x) {estimate_text(ev)} | {ev['bits_per_dim']:.4f} bits/dim, "
+                 f"σ={ev['sigma']} | {normaliser_text(ev)} | test MSE {ev['test_mse']:.4f}")
         return row
 
 
