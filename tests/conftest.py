@@ -100,3 +100,14 @@ def real_fmnist(n_train: int, n_test: int):
     except DatasetError as e:
         pytest.skip(f"real Fashion-MNIST not available (apt-get install dataset-fashion-mnist, or put the "
                     f"IDX files in data/fmnist/): {e}")
+
+
+def one_error_line(capsys, *needles: str) -> str:
+    """The one stderr line a failing command printed: "error: ...", no internal error or
+    traceback, holding every needle."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "internal error" not in err[0] and "Traceback" not in err[0], err
+    for n in needles:
+        assert n in err[0], (n, err)
+    return err[0]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import cli
-from conftest import PAIR, TINY_CLI
+from conftest import PAIR, TINY_CLI, one_error_line
 from kaem.config import SCHEMA, ConfigError, load_config
 
 TINY = TINY_CLI
@@ -22,15 +22,6 @@ TINY = TINY_CLI
 def _sha(path):
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()
-
-
-def _one_error(capsys, *needles):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    assert "internal error" not in err[0] and "Traceback" not in err[0], err
-    for n in needles:
-        assert n in err[0], (n, err)
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +120,7 @@ def test_every_malformed_checkpoint_is_one_error_line(good, data_dir, tmp_path, 
         for cmd in commands:
             code = cli.main(cmd)
             assert code != 0, (name, cmd[0])
-            line = _one_error(capsys, *words)
+            line = one_error_line(capsys, *words)
             assert str(path) in line or repr(str(path)) in line, (name, line)
         assert _sha(path) == before, name
         assert not (tmp_path / "never").exists() and not (tmp_path / "never.png").exists(), name
@@ -151,7 +142,7 @@ def test_random_byte_damage_and_random_metadata_are_clean_errors(good, tmp_path,
         path.write_bytes(bytes(b))
         code = cli.main(["sample", "--ckpt", str(path), "--out", str(tmp_path / "s.png")])
         if code:
-            _one_error(capsys, str(path))
+            one_error_line(capsys, str(path))
             cases += 1
         else:
             capsys.readouterr()
@@ -159,7 +150,7 @@ def test_random_byte_damage_and_random_metadata_are_clean_errors(good, tmp_path,
         for v in (values[i] for i in rng.choice(len(values), 3, replace=False)):
             _write(path, _meta(good, **{key: v}))
             if cli.main(["sample", "--ckpt", str(path), "--out", str(tmp_path / "s.png")]):
-                _one_error(capsys, str(path))
+                one_error_line(capsys, str(path))
                 cases += 1
             else:
                 capsys.readouterr()
@@ -184,7 +175,7 @@ def test_absurd_sizes_fail_before_anything_is_written(settings, needle, data_dir
     code = cli.main(["train", "--dataset", "fmnist", "--data-dir", data_dir, "--no-download", "--out", str(out),
                      *TINY, *sets])
     assert code == 2
-    line = _one_error(capsys, needle)
+    line = one_error_line(capsys, needle)
     assert "GiB" in line or "<=" in line
     assert not out.exists()
 
@@ -222,7 +213,7 @@ def test_memory_error_is_one_line(monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "cmd_eval", hungry)
     assert cli.main(["eval", "--ckpt", "x.npz"]) == 1
-    _one_error(capsys, "out of memory", "batch_size")
+    one_error_line(capsys, "out of memory", "batch_size")
 
 
 def test_cli_integer_bounds(capsys):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import cli
-from conftest import TINY_CLI
+from conftest import TINY_CLI, one_error_line
 from kaem.run import checkpoint as checkpoint_module
 from kaem.run.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -33,14 +33,6 @@ def _sha(path):
 def _train_args(data_dir, out, *extra):
     return ["train", "--dataset", "fmnist", "--data-dir", data_dir, "--no-download", "--n-train", "40",
             "--n-test", "30", "--batch-size", "20", "--epochs", "1", "--out", str(out), *TINY_CLI, *extra]
-
-
-def _one_error(capsys, *needles):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    for n in needles:
-        assert n in err[0], (n, err)
-    return err[0]
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +90,14 @@ def test_resume_while_another_trainer_holds_the_folder_reads_nothing(run, data_d
         for argv in (["train", "--resume", ckpt, "--epochs", "2", "--data-dir", data_dir, "--no-download"],
                      _train_args(data_dir, out, "--epochs", "2", "--resume-existing")):
             assert cli.main(argv) == 1
-            _one_error(capsys, "in use by another trainer", f"pid {os.getpid()}")
+            one_error_line(capsys, "in use by another trainer", f"pid {os.getpid()}")
     assert _sha(ckpt) == before
 
 
 def test_a_failing_resume_into_a_new_folder_leaves_no_folder(run, tmp_path, capsys):
     assert cli.main(["train", "--resume", str(run / "ckpt.npz"), "--dataset", "mnist",
                      "--out", str(tmp_path / "new" / "deeper")]) == 2
-    _one_error(capsys, "--dataset mnist differs")
+    one_error_line(capsys, "--dataset mnist differs")
     assert not (tmp_path / "new").exists()
 
 
@@ -151,7 +143,7 @@ def test_a_file_that_is_no_npz_is_not_a_kaem_checkpoint(tmp_path, capsys):
         for argv in (["eval", "--ckpt", str(path)], ["sample", "--ckpt", str(path), "--out", str(tmp_path / "x.png")],
                      ["train", "--resume", str(path), "--out", str(tmp_path / "never")]):
             assert cli.main(argv) == 1
-            line = _one_error(capsys, f"{str(path)!r} is not a KAEM checkpoint (not an .npz archive)")
+            line = one_error_line(capsys, f"{str(path)!r} is not a KAEM checkpoint (not an .npz archive)")
             assert "allow_pickle" not in line
         assert _sha(path) == before
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "never").exists()
@@ -161,12 +153,12 @@ def test_a_file_that_is_no_npz_is_not_a_kaem_checkpoint(tmp_path, capsys):
 
 def test_a_run_folder_given_as_the_checkpoint(run, tmp_path, capsys):
     assert cli.main(["sample", "--ckpt", str(run), "--out", str(tmp_path / "x.png")]) == 1
-    _one_error(capsys, "is a folder", f"did you mean {run / 'ckpt.npz'}?")
+    one_error_line(capsys, "is a folder", f"did you mean {run / 'ckpt.npz'}?")
     (tmp_path / "empty").mkdir()
     for argv in (["sample", "--ckpt", str(tmp_path / "empty")], ["eval", "--ckpt", str(tmp_path / "empty")],
                  ["train", "--resume", str(tmp_path / "empty")]):
         assert cli.main(argv) == 1
-        line = _one_error(capsys, "is a folder", str(tmp_path / "empty" / "ckpt.npz"))
+        line = one_error_line(capsys, "is a folder", str(tmp_path / "empty" / "ckpt.npz"))
         assert "did you mean" not in line
     assert os.listdir(tmp_path / "empty") == [] and not (tmp_path / "x.png").exists()
 
@@ -216,7 +208,7 @@ def test_the_offline_mnist_error_is_short_and_speaks_to_a_cli_user(tmp_path, cap
     folder = tmp_path / "data"
     assert cli.main(["train", "--dataset", "mnist", "--data-dir", str(folder), "--no-download",
                      "--out", str(tmp_path / "out"), *TINY_CLI]) == 1
-    line = _one_error(capsys, "train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", str(folder / "mnist"),
+    line = one_error_line(capsys, "train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", str(folder / "mnist"),
                       "drop --no-download")
     assert "download=True" not in line and " | " not in line
     assert len(line) - len(str(folder.resolve())) <= 340, len(line)  # was one 700-character line
@@ -253,7 +245,7 @@ def test_eval_and_compare_use_the_checkpoints_data_folder_and_test_count(run, da
         _write_idx(other / f"{prefix}-images-idx3-ubyte.gz", np.zeros((n, 28, 28)))
         _write_idx(other / f"{prefix}-labels-idx1-ubyte.gz", np.zeros(n))
     assert cli.main(["eval", "--ckpt", ckpt, "--data-dir", str(tmp_path / "other")]) == 1
-    _one_error(capsys, "asked for n=30 images", str(other))
+    one_error_line(capsys, "asked for n=30 images", str(other))
     assert cli.main(["compare", "--ckpt", ckpt, "--out", str(tmp_path / "c.png"), "--n", "3"]) == 0
     assert "30 test images" in capsys.readouterr().out
 

@@ -127,6 +127,9 @@ def check_meta(meta: Any, path: str, for_resume: bool = False, with_data: bool =
             {k: x for k, x in v.items() if k != "grid_updated"}, finite=False) and _is_int(v.get("grid_updated", 0))),
             "null or an object of lists of numbers"),
         "last_good": (lambda v: isinstance(v, bool), "true or false"),
+        "streams": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        "ranks": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        "parallel": (lambda v: v in ("data", "temperatures"), "data or temperatures"),
         "data": (lambda v: v is None or (isinstance(v, dict) and (v.get("resize") is None or (
             _is_int(v["resize"]) and v["resize"] >= 2))), "null or an object whose resize is null or an integer >= 2"),
         "data_dir": (lambda v: v is None or (isinstance(v, str) and v != "" and "\0" not in v),
