@@ -185,9 +185,14 @@ class RowDraws:
         row_words = _words(m_even, dtype, normal)
         j = 0
         for a, b in self.segments:  # one positioned draw per contiguous block of rows
-            block = fill(_positioned(rng, a * row_words), np.empty((b - a, m_even), dtype=dtype))
-            flat[j:j + b - a] = block[:, :m]
+            src = rng if (a, b) == (0, self.total) else _positioned(rng, a * row_words)
+            if m == m_even:  # straight into the output rows
+                fill(src, flat[j:j + b - a])
+            else:
+                flat[j:j + b - a] = fill(src, np.empty((b - a, m_even), dtype=dtype))[:, :m]
             j += b - a
+        if self.segments == [(0, self.total)]:  # drawn from rng itself: it stands after the array
+            return _into(res, out) if res is not out else res
         rng.bit_generator.advance(self.total * row_words)
         return _into(res, out) if res is not out else res
 

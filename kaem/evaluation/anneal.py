@@ -156,7 +156,7 @@ def precondition(scale: Array | None, a: Array, C: int, B: int, transpose: bool 
 
 
 def hmc_move(target: Any, v: Array, ev: Evaluation, t: Array, step: Array, n_leapfrog: int,
-             rng: Any, scale: Array | None = None, C: int = 1) -> tuple[Array, Evaluation, Array]:
+             rng: Any, scale: Array | None = None, C: int = 1, spread: float = 0.0) -> tuple[Array, Evaluation, Array]:
     """One Metropolis-adjusted Hamiltonian move on log p_t = lp + t·ll for every chain.
 
     v (N, *latent) with N = C·B, ev the target terms at v, t a 0-d device temperature, step
@@ -172,6 +172,8 @@ def hmc_move(target: Any, v: Array, ev: Evaluation, t: Array, step: Array, n_lea
     xp = array_module(v)
     n = v.shape[0]
     B = n // C
+    if spread > 0:
+        step = step * xp.exp2(spread * (rng.random(n, dtype=v.dtype) - 0.5))
     th = expand(step, v)
     p = rng.standard_normal(v.shape, dtype=v.dtype)
     logp0, grad = ev.tempered(t)
@@ -308,7 +310,7 @@ class AnnealResult:
 
 def anneal(path: Any, v: Array, temps: Array, C: int, rng: Any, kernels: Kernels | None = None,
            n_steps: int = 1, n_leapfrog: int = 1, log_w0: Array | None = None,
-           mass: str = DEFAULT_MASS, resample_ess: float = 0.0) -> AnnealResult:
+           mass: str = DEFAULT_MASS, resample_ess: float = 0.0, step_spread: float = 0.0) -> AnnealResult:
     """Run AIS from the states v (C·B, *latent) along ``temps`` (K + 1,), host or device (an
     increasing schedule, or a decreasing one for the reverse run).
 
@@ -362,7 +364,7 @@ def anneal(path: Any, v: Array, temps: Array, C: int, rng: Any, kernels: Kernels
         A = None if kernels.scale is None else kernels.scale[b]
         for _ in range(moves):
             theta = xp.exp(log_step) if pilot else kernels.steps[k]
-            v, ev, prob = hmc_move(path, v, ev, t, xp.tile(theta, C), n_leapfrog, rng, A, C)
+            v, ev, prob = hmc_move(path, v, ev, t, xp.tile(theta, C), n_leapfrog, rng, A, C, step_spread)
             acc[k] += prob.mean() / moves
             if pilot:
                 log_step = log_step + ADAPT_RATE * (prob.reshape(C, B).mean(axis=0) - goal)
@@ -376,14 +378,15 @@ def anneal(path: Any, v: Array, temps: Array, C: int, rng: Any, kernels: Kernels
 
 
 def pilot_and_run(path: Any, temps: Array, C: int, rng: Any, pilot_chains: int, n_steps: int = 1,
-                  n_leapfrog: int = 1, mass: str = DEFAULT_MASS, resample_ess: float = 0.0) -> AnnealResult:
+                  n_leapfrog: int = 1, mass: str = DEFAULT_MASS, resample_ess: float = 0.0,
+                  step_spread: float = 0.0) -> AnnealResult:
     """Forward AIS with C chains per datum after a pilot of ``pilot_chains`` per datum that
     tunes the kernels (discarded but for them)."""
     v, w0 = path.sample_base(pilot_chains * path.B, rng)
     temps = array_module(v).asarray(temps, dtype=array_module(v).float64)  # on the device once
-    kern = anneal(path, v, temps, pilot_chains, rng, None, n_steps, n_leapfrog, w0, mass, resample_ess).kernels
+    kern = anneal(path, v, temps, pilot_chains, rng, None, n_steps, n_leapfrog, w0, mass, resample_ess, step_spread).kernels
     v, w0 = path.sample_base(C * path.B, rng)
-    return anneal(path, v, temps, C, rng, kern, n_steps, n_leapfrog, w0, resample_ess=resample_ess)
+    return anneal(path, v, temps, C, rng, kern, n_steps, n_leapfrog, w0, resample_ess=resample_ess, step_spread=step_spread)
 
 
 def per_datum(w: Array, C: int, B: int, eve: Array | None = None, n_resampled: Array | None = None) -> dict[str, Array]:

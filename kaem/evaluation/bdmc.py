@@ -39,7 +39,7 @@ from kaem.nn.kan import fixed_parameters
 
 def bidirectional(path: Any, v_star: Any, temps: Any, C: int, rng: Any, pilot_chains: int = DEFAULT_PILOT,
                   n_steps: int = DEFAULT_STEPS, n_leapfrog: int = DEFAULT_LEAPFROG,
-                  mass: str = DEFAULT_MASS, resample_ess: float = 0.0) -> dict[str, Any]:
+                  mass: str = DEFAULT_MASS, resample_ess: float = 0.0, spread: float = 0.0) -> dict[str, Any]:
     """Forward and reverse AIS on ``path`` whose data were simulated with the latents
     v_star (B, *latent) (an exact posterior draw per datum), along temps (K + 1,) (host).
 
@@ -50,12 +50,12 @@ def bidirectional(path: Any, v_star: Any, temps: Any, C: int, rng: Any, pilot_ch
     t = xp.asarray(temps, dtype=xp.float64)
     B = path.B
     v, w0 = path.sample_base(pilot_chains * B, rng)
-    kern = anneal(path, v, t, pilot_chains, rng, None, n_steps, n_leapfrog, w0, mass, resample_ess).kernels
+    kern = anneal(path, v, t, pilot_chains, rng, None, n_steps, n_leapfrog, w0, mass, resample_ess, spread).kernels
     v, w0 = path.sample_base(C * B, rng)
-    fwd = per_datum(anneal(path, v, t, C, rng, kern, n_steps, n_leapfrog, w0, resample_ess=resample_ess).w, C, B)
+    fwd = per_datum(anneal(path, v, t, C, rng, kern, n_steps, n_leapfrog, w0, resample_ess=resample_ess, step_spread=spread).w, C, B)
     start = xp.tile(v_star, (C,) + (1,) * (v_star.ndim - 1))  # chain c·B + b starts at v*_b
     rev = per_datum(anneal(path, start, t[::-1], C, rng, kern.reversed(), n_steps, n_leapfrog,
-                           resample_ess=resample_ess).w, C, B)
+                           resample_ess=resample_ess, step_spread=spread).w, C, B)
     return {"lower": fwd["logp"], "upper": -rev["logp"], "ess": fwd["ess"], "steps": kern.steps, "kernels": kern}
 
 

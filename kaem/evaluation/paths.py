@@ -88,14 +88,36 @@ class ITSLatent:
         width, mass = xp.diff(self.edges, axis=1), xp.diff(self.cdf, axis=1)
         self.slope = xp.where(mass > 0, width / xp.where(mass > 0, mass, 1.0), 0.0)
         self.latent_shape, self.dtype = tuple(prior.latent_shape), prior.be.dtype
+        self.knots = self.cell_of_knot = None
+        if self.groups > 1:
+            self._merge()
+
+    def _merge(self) -> None:
+        """Tables shared by the G rows reading one ε entry s: their knots merged and sorted,
+        ``knots`` (S, G·M), and each row's cell at every merged knot, ``cell_of_knot``
+        (R, G·M) int32. For κ_j ≤ u < κ_{j+1} (consecutive merged knots) no knot of row r
+        lies in (κ_j, u], so row r's cell at u is its cell at κ_j: one search per ε entry
+        instead of one per row (41 times fewer on the default model), same cells."""
+        xp = array_module(self.cdf)
+        R, M = self.cdf.shape
+        S = R // self.groups
+        self.knots = xp.sort(self.cdf.reshape(self.groups, S, M).transpose(1, 0, 2).reshape(S, -1), axis=1)
+        queries = xp.tile(self.knots, (self.groups, 1))  # row r = g·S + s reads knots[s]
+        cell = xp.clip(rowwise_searchsorted(self.cdf, queries) - 1, 0, M - 2)
+        self.cell_of_knot = cell.astype(xp.int32)
 
     def cells(self, u: Array) -> tuple[Array, Array]:
         """Flat indices into ``cdf``/``edges`` and into ``slope`` of the cell of each query;
         u (R, N) in [0, 1] -> two (R, N) integer arrays."""
         xp = array_module(u)
         R, M = self.cdf.shape
-        c = xp.clip(rowwise_searchsorted(self.cdf, u) - 1, 0, M - 2)
         r = xp.arange(R)[:, None]
+        if self.knots is None:
+            c = xp.clip(rowwise_searchsorted(self.cdf, u) - 1, 0, M - 2)
+        else:  # the merged knots of the rows sharing an ε entry (``_merge``)
+            S, GM = self.knots.shape
+            j = xp.clip(rowwise_searchsorted(self.knots, u[:S]) - 1, 0, GM - 1)  # (S, N)
+            c = xp.take(self.cell_of_knot, xp.tile(j, (self.groups, 1)) + r * GM).astype(xp.int64)
         return c + r * M, c + r * (M - 1)
 
     def forward(self, eps: Array) -> tuple[Array, Array]:
