@@ -22,7 +22,7 @@ install-mpi:  ## install with mpi4py and MPICH from wheels: mpiexec -n R python 
 test:  ## run the whole test suite (about 2.5 minutes on 2 quiet cores)
 	$(PYTHON) -m pytest -q
 
-bench:  ## print benchmark figures as JSON (not a test); targets.py prints issue 11's targets, floor.py this machine's bound under them
+bench:  ## print benchmark figures as JSON (not a test); targets.py prints the speed targets, floor.py this machine's bound under them
 	$(PYTHON) bench/targets.py
 	$(PYTHON) bench/floor.py
 	$(PYTHON) bench/train_step.py

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The dense part of an IS training iteration, piece by piece (issue 11), at the MNIST sizes.
+"""The dense part of an IS training iteration, piece by piece, at the MNIST sizes.
 
 * the generator's big KAN layer (82 -> 784, RBF G=20, N = S = 100 inputs): building its
   weight matrix Wn, forward, backward with parameter gradients (three matrix products of

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The lower bound this machine puts under each speed target of issue 11 (not a test).
+"""The lower bound this machine puts under each speed target (not a test).
 
 No implementation of a step can beat its compulsory work done at this machine's best
 measured rates:
@@ -119,7 +119,7 @@ def main() -> None:
                      "floor_ms": round(floor, 2), "target_ms": TARGETS_MS[name],
                      "target_over_floor": round(TARGETS_MS[name] / floor, 2)}
     n_train = load_config("fmnist")["TRAINING"]["N_train"]
-    epochs = 10 * n_train // B  # issue 11's 10 Fashion-MNIST epochs, evaluations not counted
+    epochs = 10 * n_train // B  # the targets' 10 Fashion-MNIST epochs, evaluations not counted
     res["ten_epochs"] = {"iterations": epochs, "floor_s": round(epochs * res["is_iteration_default"]["floor_ms"] / 1e3, 1),
                          "target_s": 180.0}
     res.update({"bench": "floor", "dtype": args.dtype, "cpus": os.cpu_count(),

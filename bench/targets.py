@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The speed targets of issue 11, each measured and printed next to its target (not a test).
+"""The speed targets, each measured and printed next to its target (not a test).
 
 MNIST config (batch 100, S 100, P=20, Q=41, generator 41->82->784, RBF G=20), random data:
 

@@ -1,4 +1,4 @@
-"""The deep energy prior (method §1.3, issue 8): its configuration, float64 finite-difference
+"""The deep energy prior (method §1.3): its configuration, float64 finite-difference
 checks of both energy bodies (parameters and z), the prior Langevin
 sampler against 1-D and 2-D targets whose normaliser and moments are known by
 quadrature (with ULA's first-order discretisation bias, derived below), the importance

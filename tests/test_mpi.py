@@ -101,6 +101,13 @@ def _ranks_of(marker: str) -> list[int]:
             if "cli.py" in cmd and not os.path.basename(cmd.split(" ")[0]).startswith(("mpiexec", "hydra"))]
 
 
+def _mpi_rank(pid: int) -> int:
+    """The rank of a process MPICH's launcher started (its PMI_RANK)."""
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        env = dict(item.split(b"=", 1) for item in fh.read().split(b"\0") if b"=" in item)
+    return int(env[b"PMI_RANK"])
+
+
 def _start_long_job(data_dir: str, out: str, *mpiexec_opts: str, env: dict | None = None) -> tuple:
     """A 2-rank training that would run for hours, once its second iteration is logged; its
     stderr goes to a file (returned with the job)."""
@@ -134,13 +141,13 @@ def test_a_rank_that_dies_or_hangs_ends_the_job_within_a_minute(data_dir, tmp_pa
     here) with one error line and ends the job."""
     out = str(tmp_path / "run")
     job, log = _start_long_job(data_dir, out, env={"KAEM_MPI_TIMEOUT": "5"})
-    rank1 = max(_ranks_of(out))
+    rank1 = next(pid for pid in _ranks_of(out) if _mpi_rank(pid) == 1)
     os.kill(rank1, signal.SIGKILL if fault == "dies" else signal.SIGSTOP)
     t0 = time.monotonic()
     job.wait(timeout=60)
     assert time.monotonic() - t0 < 60
-    assert job.returncode != 0
     err = open(out + ".err").read()
+    assert job.returncode != 0, err
     if fault == "hangs":
         lines = [line for line in err.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and "no answer from the other ranks within 5 s" in lines[0], err

@@ -28,6 +28,7 @@ import numpy as np
 from kaem.backend import array_module, to_numpy
 
 DEFAULT_TIMEOUT_S = 60.0
+ABORT_GRACE_S = 1.0  # pause between printing an error line and MPI_Abort (abort_job)
 # environment variables an MPI launcher sets in its processes (MPICH/hydra, Open MPI, Slurm's PMI)
 _LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
 
@@ -98,7 +99,7 @@ class MPIComm(SerialComm):
 
     def abort(self, message: str, status: int = 1) -> None:
         print(f"error: {message}", file=sys.stderr, flush=True)
-        self.world.Abort(status)
+        abort_job(status)
 
     # ---- collectives --------------------------------------------------------------------
     def allreduce_(self, *arrays: Any) -> None:
@@ -200,6 +201,10 @@ def abort_job(status: int) -> None:
     not leave the others waiting); otherwise nothing."""
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None and launched_by_mpi() and mpi.Is_initialized() and not mpi.Is_finalized():
+        # The launcher relays our stderr and our abort on separate channels; without a pause
+        # it may end the job before it has relayed the error line just printed.
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)
         mpi.COMM_WORLD.Abort(status)
 
 

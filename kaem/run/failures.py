@@ -42,7 +42,12 @@ def one_line(message: str) -> str:
 
 
 def _warning_line(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-    """Warnings as one "warning:" line, without the source location."""
+    """Warnings as one "warning:" line, without the source location; in a run of several
+    ranks, rank 0's alone (the ranks hold the same state, so they warn alike)."""
+    from kaem.parallel.comm import launcher_rank
+
+    if launcher_rank() != 0:
+        return
     print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
