@@ -230,7 +230,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ev = evaluate_checkpoint(args.ckpt, n_test=args.n_test, seed=args.seed, device=args.device,
                              say=lambda m: print(m, file=sys.stderr), **eval_options(args), **data_options(args))
     args.result = {**ev.result, "output": args.ckpt}
-    print(json_text(ev) if args.json else "\n".join(evaluation_lines(args.ckpt, ev)))
+    print(json_text(ev, args.per_image) if args.json else "\n".join(evaluation_lines(args.ckpt, ev)))
     return 0
 
 

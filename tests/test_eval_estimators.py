@@ -67,6 +67,24 @@ def test_ais_json_with_bdmc(run, data_dir, capsys):
     assert "eval: AIS on 12 test images and BDMC on 4" in err
 
 
+def test_per_image_lists_pair_two_evaluations(run, data_dir, capsys):
+    """--per-image adds each image's estimate and ESS, whose mean and spread are the summary's."""
+    assert cli.main(_eval(run, data_dir, *AIS, "--json", "--per-image")) == 0
+    res = json.loads(capsys.readouterr().out)
+    per, ess = np.array(res["loglik_per_image"]), np.array(res["ess_per_image"])
+    assert per.shape == ess.shape == (12,)
+    assert res["loglik_nats"] == pytest.approx(per.mean(), rel=1e-12)
+    assert res["loglik_se"] == pytest.approx(per.std(ddof=1) / math.sqrt(12), rel=1e-12)
+    assert res["ess"] == pytest.approx(ess.mean(), rel=1e-12)
+    assert cli.main(_eval(run, data_dir, *AIS, "--per-image")) == 2
+    assert "--per-image needs --json" in capsys.readouterr().err
+    assert cli.main(_eval(run, data_dir, "--samples", "30", "--json", "--per-image")) == 0
+    res = json.loads(capsys.readouterr().out)
+    per, ess = np.array(res["loglik_per_image"]), np.array(res["ess_per_image"])
+    assert per.shape == ess.shape == (12,) and res["loglik_nats"] == pytest.approx(per.mean(), rel=1e-12)
+    assert ((1 <= ess) & (ess <= 30)).all() and res["ess_min"] == pytest.approx(ess.min(), rel=1e-12)
+
+
 def test_ais_human_output_names_estimator_settings_se_and_ess(run, data_dir, capsys):
     assert cli.main(_eval(run, data_dir, *AIS, "--bdmc", "3")) == 0
     out = capsys.readouterr().out

@@ -22,15 +22,18 @@ Deep prior: log p(x_b) = log ∫ π0 e^f p(x_b|z) dz − log Z with Z = ∫ π0 
 from π0 (the second with ``logZ_chains`` chains and no data); log Ẑ is a lower bound too, so
 the difference is not a bound either way. Its standard error adds to every image's.
 
-Defaults (``bench/ais.py``; default Fashion-MNIST model trained 10 epochs on 10 000 images,
-BDMC on 50 images simulated from it, C = 16, L = 5): the geometric schedule (BDMC gap at
-K = 300: 11 nats, against 63 for the sigmoidal one); L = 5 leapfrog steps per move (on 5
-images at K = 100 the gap fell from 154 nats with L = 1 to 7); K = 1000 (gaps of 22, 11, 6.3
-and 5.1 nats at K = 100, 300, 1000, 3000: beyond 1000 the gap shrinks slowly, held up by a
-few images whose posterior mass the forward chains do not find). Cost: K·n_steps·L
-generator forward + backward passes for each of the C + ``pilot_chains`` chains of an
-image: per image and temperature 0.33 ms on an H200 (100 images at once) and 9 ms on two
-CPU cores, so K = 1000 takes 0.3 s (GPU) or 9 s (CPU) per image.
+Defaults (``bench/ais.py``; the default Fashion-MNIST model after 10 epochs, C = 16, L = 5,
+BDMC on 12 images simulated from it): the geometric schedule (at K = 300 its BDMC gap was a
+sixth of the sigmoidal one's); L = 5 leapfrog steps per move (on 5 images at K = 100 the gap
+fell from 154 nats with L = 1 to 7); K = 1000. These defaults do not make AIS exact on such a
+model: the mean gaps are 12, 47 and 15 nats per image at K = 100, 300 and 1000 (medians 6.8,
+6.2 and 5.7), carried by a few images whose posteriors have several modes, where 16 forward
+chains can all miss the heaviest; and on real test images K = 2000 adds 9 ± 2.5 nats to
+K = 1000. More chains with resampling (``anneal(resample_ess=...)``) close the gap faster
+than more temperatures (docs/benchmarks.md).
+Cost: K·n_steps·L generator forward + backward passes for each of the C + ``pilot_chains``
+chains of an image: per image and temperature 0.33 ms on an H200 (100 images at once) and
+9 ms on two CPU cores, so K = 1000 takes 0.3 s (GPU) or 9 s (CPU) per image.
 """
 from __future__ import annotations
 

@@ -89,14 +89,15 @@ def summary(logp: Any, ess: Any, S: int) -> dict[str, Any]:
     """Host values from the per-image device arrays (N,) of log p̂ and ESS (one read each):
     ``loglik_nats`` (mean), ``loglik_se`` (its standard error over images), ``loglik_mc_se``
     (the Monte Carlo standard error of the mean: the delta method, Var(log p̂_b) ≈
-    (S/ESS_b − 1)/(S − 1)), ``ess`` and ``ess_min``."""
+    (S/ESS_b − 1)/(S − 1)), ``ess`` and ``ess_min``, and the lists ``loglik_per_image`` and
+    ``ess_per_image``."""
     logp, ess = (np.asarray(to_numpy(a), dtype=np.float64) for a in (logp, ess))
     n = logp.shape[0]
     var = (S / ess - 1) / (S - 1) if S > 1 else np.full(n, np.nan)
     return {"loglik_nats": float(logp.mean()),
             "loglik_se": float(logp.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan,
             "loglik_mc_se": float(math.sqrt(max(var.sum(), 0.0)) / n), "ess": float(ess.mean()),
-            "ess_min": float(ess.min())}
+            "ess_min": float(ess.min()), "loglik_per_image": logp.tolist(), "ess_per_image": ess.tolist()}
 
 
 @fixed_parameters()

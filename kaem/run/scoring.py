@@ -71,10 +71,17 @@ def eval_arguments(e: argparse.ArgumentParser) -> None:
                         f"(univariate and mixture priors; at most {MAX_BDMC})")
     e.add_argument("--n-test", type=positive_int, help="test images (default: the checkpoint's, else TRAINING.N_test)")
     e.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    e.add_argument("--per-image", action="store_true",
+                   help="with --json: also each image's estimate and ESS (loglik_per_image, ess_per_image), to "
+                        "compare two checkpoints image by image on the same test images (a paired difference "
+                        "has a far smaller standard error than the two means)")
 
 
 def eval_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The parsed estimator options as keywords of ``evaluate_checkpoint``."""
+    """The parsed estimator options as keywords of ``evaluate_checkpoint`` (after checking
+    that ``--per-image`` comes with ``--json``)."""
+    if getattr(args, "per_image", False) and not args.json:
+        raise CommandError("--per-image needs --json (the per-image lists are part of the JSON object)")
     return {k: getattr(args, k) for k in ("estimator", "samples", "temps", "chains", "bdmc")}
 
 
@@ -200,12 +207,13 @@ def evaluate_checkpoint(ckpt_path: str, n_test: int | None = None, samples: int 
     return Evaluation(res, s, kind, rule, functions, per_image)
 
 
-def json_text(ev: Evaluation) -> str:
-    """``result`` as one JSON object; a non-finite number (a standard error of one image) is null."""
+def json_text(ev: Evaluation, per_image: bool = False) -> str:
+    """``result`` (and, with ``per_image``, the per-image lists) as one JSON object; a
+    non-finite number (a standard error of one image) is null."""
     def clean(v: Any) -> Any:
         return None if isinstance(v, float) and not math.isfinite(v) else v
 
-    return json.dumps({k: clean(v) for k, v in ev.result.items()})
+    return json.dumps({k: clean(v) for k, v in {**ev.result, **(ev.per_image if per_image else {})}.items()})
 
 
 def _normaliser_lines(ev: Evaluation) -> list[str]:
