@@ -31,6 +31,7 @@ DEFAULT_TIMEOUT_S = 60.0
 ABORT_GRACE_S = 1.0  # pause between printing an error line and MPI_Abort (abort_job)
 # environment variables an MPI launcher sets in its processes (MPICH/hydra, Open MPI, Slurm's PMI)
 _LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
+_ABORTING = False  # set by the first MPIComm.abort of this process
 
 
 class CommError(RuntimeError):
@@ -98,8 +99,12 @@ class MPIComm(SerialComm):
                            f"{what} (a rank died or hangs); stopping every rank")
 
     def abort(self, message: str, status: int = 1) -> None:
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        abort_job(status)
+        global _ABORTING
+        if not _ABORTING:  # one line per process, whatever calls abort again while it ends
+            _ABORTING = True
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            abort_job(status)
+        os._exit(status)  # MPI_Abort is not meant to return; if it does, this rank still ends here
 
     # ---- collectives --------------------------------------------------------------------
     def allreduce_(self, *arrays: Any) -> None:
