@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kaem.backend import get_backend  # noqa: E402
 from kaem.config import load_config  # noqa: E402
-from kaem.evaluation.ais import DEFAULT_CHAINS, DEFAULT_LEAPFROG, DEFAULT_PILOT, ais_loglik  # noqa: E402
+from kaem.evaluation.ais import DEFAULT_CHAINS, DEFAULT_LEAPFROG, DEFAULT_PILOT, DEFAULT_REFRESH, ais_loglik  # noqa: E402
 from kaem.evaluation.bdmc import bdmc  # noqa: E402
 from kaem.model import KAEM  # noqa: E402
 from timing import backend_args  # noqa: E402  (bench/timing.py)
@@ -60,7 +60,7 @@ def cost(be: Any, args: Any) -> dict[str, Any]:
     for L in args.cost_leapfrog:
         be.synchronize()
         t0 = time.perf_counter()
-        ais_loglik(m, x, rng=be.rng(1), temps=K, chains=C, n_leapfrog=L)
+        ais_loglik(m, x, rng=be.rng(1), temps=K, chains=C, n_leapfrog=L, refresh=args.refresh)
         be.synchronize()
         s = time.perf_counter() - t0
         rows[f"L={L}"] = {"s_per_image_per_temp": s / (n * K),
@@ -78,7 +78,7 @@ def gaps(m: Any, be: Any, args: Any) -> dict[str, Any]:
     for K, kind in runs:
         t0 = time.perf_counter()
         r = bdmc(m, args.bdmc_n, rng=be.rng(args.seed), temps=K, chains=args.chains, n_leapfrog=args.leapfrog,
-                 schedule=kind)
+                 schedule=kind, refresh=args.refresh)
         gap = np.asarray(r["bdmc_upper_per_image"]) - np.asarray(r["bdmc_lower_per_image"])
         out[f"{kind} K={K}"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()
                                 if k.startswith("bdmc_") and "per_image" not in k}
@@ -99,7 +99,7 @@ def k_vs_2k(m: Any, be: Any, args: Any) -> dict[str, Any]:
     for K in (args.k_check, 2 * args.k_check):
         t0 = time.perf_counter()
         r = ais_loglik(m, x, rng=be.rng(args.seed + K), temps=K, chains=args.chains, n_leapfrog=args.leapfrog,
-                       schedule=args.schedule)
+                       schedule=args.schedule, refresh=args.refresh)
         per[K] = np.asarray(r["loglik_per_image"])
         res[f"K={K}"] = {k: r[k] for k in ("loglik_nats", "loglik_se", "loglik_mc_se", "ess", "ess_min", "acceptance")}
         res[f"K={K}"]["seconds"] = round(time.perf_counter() - t0, 2)
@@ -119,6 +119,7 @@ def main() -> None:
     ap.add_argument("--cost-leapfrog", type=ints, default=[1, DEFAULT_LEAPFROG])
     ap.add_argument("--chains", type=int, default=DEFAULT_CHAINS)
     ap.add_argument("--leapfrog", type=int, default=DEFAULT_LEAPFROG)
+    ap.add_argument("--refresh", type=int, default=DEFAULT_REFRESH, help="refresh moves per temperature")
     ap.add_argument("--schedule", default="geometric", choices=["geometric", "sigmoid"])
     ap.add_argument("--ckpt", help="a trained model's checkpoint for the BDMC and K-vs-2K sections")
     ap.add_argument("--bdmc-n", type=int, default=20)
@@ -132,7 +133,7 @@ def main() -> None:
     args = ap.parse_args()
     be = get_backend(args.device, args.dtype)
     out: dict[str, Any] = {"device": be.device, "dtype": args.dtype, "chains": args.chains,
-                           "leapfrog": args.leapfrog, "schedule": args.schedule}
+                           "leapfrog": args.leapfrog, "refresh": args.refresh, "schedule": args.schedule}
     if not args.skip_cost:
         report("cost", cost(be, args), out)
     if args.ckpt:

@@ -41,7 +41,7 @@ def linear_gaussian(B: int, seed: int, d: int = 3, D: int = 8, sigma: float = 0.
     z = rng.standard_normal((B, d))
     x = z @ A.T + sigma * rng.standard_normal((B, D))
     tg = LinearGaussianTarget(A, x, sigma)
-    return tg, TargetPath(tg, lambda n, r: r.standard_normal((n, d)), B, (d,)), z
+    return tg, TargetPath(tg, lambda n, r: r.standard_normal((n, d)), B, (d,), normal_base=True), z
 
 
 def univariate_2d(be, seed: int = 0, sigma: float = 0.05) -> KAEM:

@@ -17,12 +17,14 @@ import ais_exact
 from ais_exact import deep_2d, linear_gaussian, mean_se, mixture_2d, univariate_2d
 from conftest import tiny_config
 from gradcheck import check_grad
-from kaem.evaluation.ais import ais_loglik, ais_weights
-from kaem.evaluation.anneal import schedule
+from kaem.evaluation.ais import DEFAULT_REFRESH, DEFAULT_RESAMPLE, ais_loglik, ais_weights
+from kaem.evaluation.anneal import anneal, schedule
+from kaem.evaluation.moves import refresh_moves
 from kaem.evaluation.bdmc import simulate
 from kaem.evaluation.paths import DeepJointPath, DeepPriorPath, ITSLatent, ITSPath, MixtureDensityPath
 from kaem.model import KAEM
 from kaem.numerics import rowwise_interp
+from kaem.samplers.target import evaluate
 
 
 # ---- schedules ----------------------------------------------------------------------------
@@ -49,10 +51,11 @@ def test_schedule_rejects_bad_settings(bad):
 
 
 # ---- linear-Gaussian model: exact evidence ---------------------------------------------------
-def test_linear_gaussian_ais_matches_exact_evidence():
+@pytest.mark.parametrize("refresh, resample_ess", [(0, 0.0), (2, 0.0), (2, 0.5)])
+def test_linear_gaussian_ais_matches_exact_evidence(refresh, resample_ess):
     B, C = 60, 32
     tg, path, _ = linear_gaussian(B, seed=0)
-    r = ais_weights(path, 800, C, np.random.default_rng(1), n_leapfrog=1)
+    r = ais_weights(path, 800, C, np.random.default_rng(1), n_leapfrog=1, refresh=refresh, resample_ess=resample_ess)
     err, se = mean_se(r["logp"] - tg.log_evidence())
     assert abs(err) <= 2 * se, (err, se)
     assert abs(err) <= 0.05, (err, se)
@@ -60,6 +63,61 @@ def test_linear_gaussian_ais_matches_exact_evidence():
     # importance sampling from the prior (K = 1) on the same data is far off: the test has teeth
     r1 = ais_weights(path, 1, C, np.random.default_rng(1), n_leapfrog=1)
     assert (r1["logp"] - tg.log_evidence()).mean() < -10 * se
+
+
+def _tempered_draws(t: float, n: int, seed: int) -> tuple:
+    """n exact draws from p_t(z | x) of the one-datum linear-Gaussian model, d = 3."""
+    tg, path, _ = linear_gaussian(1, seed=2)
+    mean, cov = tg.posterior(t)
+    v = mean[0] + np.random.default_rng(seed).standard_normal((n, 3)) @ np.linalg.cholesky(cov).T
+    return path, v, mean[0], cov
+
+
+def test_refresh_moves_leave_the_tempered_posterior_invariant():
+    """Exact draws from p_t stay exact draws after refresh moves: the mean and variance of
+    every coordinate within 4 standard errors of p_t's (N = 20 000). The same moves run at
+    t = 1 instead do move the draws away (the check can see a kernel that is not p_t's)."""
+    t, N = 0.3, 20_000
+    path, v, mean, cov = _tempered_draws(t, N, seed=0)
+    var = np.diag(cov)
+    se_mean, se_var = np.sqrt(var / N), var * np.sqrt(2.0 / (N - 1))
+    v2, ev2, acc = refresh_moves(path, v, evaluate(path, v), np.float64(t), np.random.default_rng(1), 20)
+    assert np.all(np.abs(v2.mean(axis=0) - mean) <= 4 * se_mean), (v2.mean(axis=0) - mean) / se_mean
+    assert np.all(np.abs(v2.var(axis=0) - var) <= 4 * se_var), (v2.var(axis=0) - var) / se_var
+    assert (v2 != v).any(axis=1).mean() > 0.3 and 0.1 < acc.mean() < 1.0  # they do move
+    np.testing.assert_allclose(ev2.ll, path.log_lik(v2)[0], rtol=1e-12)
+    np.testing.assert_allclose(ev2.gll, path.log_lik(v2)[1], rtol=1e-12)
+    wrong, _, _ = refresh_moves(path, v, evaluate(path, v), np.float64(1.0), np.random.default_rng(1), 20)
+    assert np.abs(wrong.mean(axis=0) - mean).max() > 10 * se_mean.max() or \
+        np.abs(wrong.var(axis=0) - var).max() > 10 * se_var.max()
+
+
+@pytest.mark.parametrize("make", [univariate_2d, mixture_2d], ids=["univariate", "mixture"])
+def test_refresh_moves_keep_the_joint_law_of_a_kaem(be64, make):
+    """(ε*, x) drawn from the model's joint: ε* is an exact posterior draw for its x, so a
+    kernel that leaves every posterior p_1(ε | x) invariant keeps ε ~ N(0, I) marginally.
+    After 20 refresh moves at t = 1 (N = 20 000 pairs, nearly all moved), every coordinate's
+    mean and variance stay within 4 standard errors of N(0, 1)'s."""
+    N = 20_000
+    m = make(be64)
+    with m.evaluating():
+        lat = ITSLatent(m.prior)
+        x, eps = simulate(m, N, np.random.default_rng(0), lat)
+        path = ITSPath(m, x, lat)
+        v, _, acc = refresh_moves(path, eps, evaluate(path, eps), np.float64(1.0), np.random.default_rng(1), 20)
+    f, f0 = v.reshape(N, -1), eps.reshape(N, -1)
+    assert (f != f0).any(axis=1).mean() > 0.9 and acc.mean() > 0.1
+    assert np.all(np.abs(f.mean(axis=0)) <= 4 * math.sqrt(1.0 / N)), f.mean(axis=0)
+    assert np.all(np.abs(f.var(axis=0) - 1.0) <= 4 * math.sqrt(2.0 / N)), f.var(axis=0)
+
+
+def test_refresh_moves_need_a_normal_base(be64):
+    m = mixture_2d(be64)
+    x = simulate(m, 2, np.random.default_rng(0))[0]
+    path = MixtureDensityPath(m, x)
+    v, w0 = path.sample_base(4, np.random.default_rng(1))
+    with pytest.raises(ValueError, match="refresh = 1.*standard-normal base"):
+        anneal(path, v, schedule(3), 2, np.random.default_rng(2), refresh=1, log_w0=w0)
 
 
 # ---- the latent maps and the paths' gradients ------------------------------------------------
@@ -194,11 +252,13 @@ def test_ais_loglik_report_and_image_groups(be64):
     assert len(r["loglik_per_image"]) == len(r["ess_per_image"]) == r["n_images"] == 7  # groups of 2 images
     assert 1.0 <= r["ess_min"] <= r["ess"] <= 4.0 + 1e-9
     assert r["estimator"] == "ais" and r["temps"] == 5 and r["chains"] == 4
+    assert r["refresh"] == DEFAULT_REFRESH and r["resample_ess"] == DEFAULT_RESAMPLE
 
 
 @pytest.mark.parametrize("bad, match", [(dict(temps=0), "temps"), (dict(chains=-1), "chains"),
                                         (dict(schedule="cosine"), "schedule"),
-                                        (dict(n_leapfrog=0), "n_leapfrog"), (dict(mixture="zspace"), "mixture")])
+                                        (dict(n_leapfrog=0), "n_leapfrog"), (dict(mixture="zspace"), "mixture"),
+                                        (dict(refresh=-1), "refresh"), (dict(resample_ess=1.5), "resample_ess")])
 def test_ais_loglik_rejects_bad_settings(be64, bad, match):
     m = univariate_2d(be64)
     with pytest.raises(ValueError, match=match):

@@ -20,16 +20,17 @@ def assert_sandwich(lower: np.ndarray, upper: np.ndarray, exact: np.ndarray) -> 
     assert up >= -2 * up_se, ("upper bound below the exact value", up, up_se)
 
 
-def test_bdmc_linear_gaussian_sandwiches_the_exact_evidence():
+@pytest.mark.parametrize("refresh", [0, 2])
+def test_bdmc_linear_gaussian_sandwiches_the_exact_evidence(refresh):
     B, C = 60, 16
     tg, path, z = linear_gaussian(B, seed=3)
-    r = bidirectional(path, z, schedule(200), C, np.random.default_rng(1), n_leapfrog=1)
+    r = bidirectional(path, z, schedule(200), C, np.random.default_rng(1), n_leapfrog=1, refresh=refresh)
     exact = tg.log_evidence()
     assert_sandwich(r["lower"], r["upper"], exact)
     gap, gap_se = mean_se(r["upper"] - r["lower"])
     assert gap >= -2 * gap_se
     # with one annealing step both are plain importance sampling: a wide sandwich, same law
-    r1 = bidirectional(path, z, schedule(1), C, np.random.default_rng(1), n_leapfrog=1)
+    r1 = bidirectional(path, z, schedule(1), C, np.random.default_rng(1), n_leapfrog=1, refresh=refresh)
     assert_sandwich(r1["lower"], r1["upper"], exact)
     assert (r1["upper"] - r1["lower"]).mean() > 10 * gap
 

@@ -17,10 +17,9 @@ log weight log p_0(v_0) − log q(v_0) (``log_w0``). Weights are accumulated in 
 Population layout: C chains per datum on the leading axis, chain i = c·B + b for datum
 b = i % B (what the path's likelihood reads), so ``w.reshape(C, B)`` has datum b in column b.
 
-Kernels: ``n_steps`` Metropolis-adjusted Hamiltonian moves per temperature, each a fresh
-momentum p ~ N(0, I), L leapfrog steps of size θ (the samplers' :func:`leapfrog`; L = 1 is
-MALA), accepted with probability min(1, exp(−ΔH)) by a masked ``where``. Each such move
-leaves p_{t_k} exactly invariant for any fixed θ.
+Kernels (:mod:`kaem.evaluation.moves`): ``n_steps`` Metropolis-adjusted Hamiltonian moves
+per temperature, then ``refresh`` refresh moves where the base is N(0, I); each leaves
+p_{t_k} exactly invariant for fixed settings.
 
 Step sizes, and why the weights stay valid: θ is tuned per (temperature, datum) in a pilot
 run on separate chains, log θ ← log θ + γ (acceptance − target) after every move (the mean
@@ -47,13 +46,12 @@ import numpy as np
 
 from kaem.backend import array_module
 from kaem.numerics import logsumexp, rowwise_searchsorted
-from kaem.samplers.target import Array, Evaluation, evaluate, expand
+from kaem.evaluation.moves import datum_view, hmc_move, refresh_moves, target_acceptance
+from kaem.samplers.target import Array, Evaluation, evaluate
 
 SCHEDULES = ("sigmoid", "geometric")
 SIGMOID_DELTA = 4.0  # the sigmoidal schedule's steepness (Grosse et al. 2015 use 4)
 GEOMETRIC_T_MIN = 1e-4  # the geometric schedule's first nonzero temperature
-MALA_ACCEPTANCE = 0.574  # the optimal acceptance rate of MALA (L = 1)
-HMC_ACCEPTANCE = 0.65  # and of HMC with L > 1 leapfrog steps
 ADAPT_RATE = 0.5  # γ of the pilot's log θ update
 PILOT_MOVES = 1  # the pilot's moves per temperature (at least n_steps)
 MASSES = ("dense", "diagonal", "identity")  # the preconditioner's kinds
@@ -87,12 +85,14 @@ class Path(Protocol):
 
 class TargetPath:
     """Any :class:`~kaem.samplers.target.Target` as a path, with ``sample_base(n, rng) -> v``
-    an exact sampler of its normalised ``log_prior`` (e.g. the linear-Gaussian test target)."""
+    an exact sampler of its normalised ``log_prior`` (e.g. the linear-Gaussian test target);
+    ``normal_base`` says that this base is N(0, I)."""
 
     def __init__(self, target: Any, sample_base: Callable[[int, Any], Array], B: int,
-                 latent_shape: Sequence[int], init_step: float = 0.5) -> None:
+                 latent_shape: Sequence[int], init_step: float = 0.5, normal_base: bool = False) -> None:
         self.target, self._sample, self.B = target, sample_base, int(B)
         self.latent_shape, self.init_step = tuple(latent_shape), float(init_step)
+        self.normal_base = bool(normal_base)  # log_prior is N(0, I): refresh moves apply
 
     def sample_base(self, n: int, rng: Any) -> tuple[Array, None]:
         return self._sample(n, rng), None
@@ -129,71 +129,6 @@ def schedule(K: int, kind: str = "sigmoid", delta: float = SIGMOID_DELTA,
         t = np.concatenate([[0.0], t_min ** ((K - k[1:]) / (K - 1))])
     t[0], t[-1] = 0.0, 1.0
     return t
-
-
-def target_acceptance(n_leapfrog: int) -> float:
-    """The acceptance rate the pilot aims at: 0.574 for MALA (L = 1), 0.65 for HMC."""
-    return MALA_ACCEPTANCE if n_leapfrog == 1 else HMC_ACCEPTANCE
-
-
-def _flat(a: Array, C: int, B: int) -> Array:
-    """(C·B, *latent) -> (C, B, d)."""
-    return a.reshape(C, B, -1)
-
-
-def precondition(scale: Array | None, a: Array, C: int, B: int, transpose: bool = False) -> Array:
-    """A·a (or Aᵀ·a) per chain, A the factor of chain i's datum i % B: ``scale`` (B, d, d)
-    lower-triangular or (B, d) diagonal, None for A = I; a (C·B, *latent) -> like a."""
-    if scale is None:
-        return a
-    xp = array_module(a)
-    f = _flat(a, C, B)
-    if scale.ndim == 2:
-        out = f * scale[None].astype(a.dtype)
-    else:
-        out = xp.einsum("bji,cbj->cbi" if transpose else "bij,cbj->cbi", scale.astype(a.dtype), f)
-    return out.reshape(a.shape)
-
-
-def hmc_move(target: Any, v: Array, ev: Evaluation, t: Array, step: Array, n_leapfrog: int,
-             rng: Any, scale: Array | None = None, C: int = 1, spread: float = 0.0) -> tuple[Array, Evaluation, Array]:
-    """One Metropolis-adjusted Hamiltonian move on log p_t = lp + t·ll for every chain.
-
-    v (N, *latent) with N = C·B, ev the target terms at v, t a 0-d device temperature, step
-    θ (N,), ``scale`` A (B, d, d) or (B, d) or None (:func:`precondition`). The move is plain
-    HMC with unit mass in the coordinates u = A⁻¹v (mass matrix M = (AAᵀ)⁻¹ in v):
-
-        p ~ N(0, I),  p½ = p + (θ/2)·Aᵀ∇log p_t(v),  v' = v + θ·A p½,  p' = p½ + (θ/2)·Aᵀ∇log p_t(v'),
-
-    L times; ℓ = log p_t(v_L) − log p_t(v_0) − ½(|p_L|² − |p_0|²) = −ΔH (the linear map's
-    Jacobian is constant and cancels), accepted where log U < ℓ (a non-finite ℓ is
-    rejected). Returns the new state, its evaluation and min(1, e^ℓ) (N,).
-    """
-    xp = array_module(v)
-    n = v.shape[0]
-    B = n // C
-    if spread > 0:
-        step = step * xp.exp2(spread * (rng.random(n, dtype=v.dtype) - 0.5))
-    th = expand(step, v)
-    p = rng.standard_normal(v.shape, dtype=v.dtype)
-    logp0, grad = ev.tempered(t)
-    z, cur, p0 = v, ev, p
-    with np.errstate(over="ignore", invalid="ignore"):  # a diverging trajectory is rejected below
-        for _ in range(n_leapfrog):
-            p = p + 0.5 * th * precondition(scale, grad, C, B, transpose=True)
-            z = z + th * precondition(scale, p, C, B)
-            cur = evaluate(target, z)
-            logp_new, grad = cur.tempered(t)
-            p = p + 0.5 * th * precondition(scale, grad, C, B, transpose=True)
-        ell = logp_new - logp0 - 0.5 * (_sumsq(p) - _sumsq(p0))
-        ell = xp.where(xp.isfinite(ell), ell, -xp.inf)
-        accept = xp.log(rng.random(n, dtype=v.dtype)) < ell
-        prob = xp.exp(xp.minimum(ell, 0.0))
-    return xp.where(expand(accept, v), z, v), cur.where(accept, ev), prob
-
-
-def _sumsq(a: Array) -> Array:
-    return (a * a).reshape(a.shape[0], -1).sum(axis=1)
 
 
 @dataclass
@@ -237,7 +172,7 @@ class _Spread:
 
     def update(self, v: Array, C: int) -> None:
         xp, a = self.xp, self.rate
-        f = _flat(v, C, self.mean.shape[0]).astype(xp.float64)
+        f = datum_view(v, C, self.mean.shape[0]).astype(xp.float64)
         self.mean = (1 - a) * self.mean + a * f.mean(axis=0)
         r = f - self.mean[None]
         if self.dense:
@@ -293,6 +228,7 @@ class AnnealResult:
         kernels: the kernels used (the pilot's record, or the ones given).
         eve: (N,) ints, each chain's original ancestor c (resampling).
         n_resampled: (B,) the number of resampling events per datum.
+        refresh_acceptance: like ``acceptance``, of the refresh moves.
     """
 
     w: Array
@@ -302,6 +238,7 @@ class AnnealResult:
     kernels: Kernels
     eve: Array
     n_resampled: Array
+    refresh_acceptance: Array
 
     @property
     def steps(self) -> Array:
@@ -310,7 +247,8 @@ class AnnealResult:
 
 def anneal(path: Any, v: Array, temps: Array, C: int, rng: Any, kernels: Kernels | None = None,
            n_steps: int = 1, n_leapfrog: int = 1, log_w0: Array | None = None,
-           mass: str = DEFAULT_MASS, resample_ess: float = 0.0, step_spread: float = 0.0) -> AnnealResult:
+           mass: str = DEFAULT_MASS, resample_ess: float = 0.0, step_spread: float = 0.0,
+           refresh: int = 0) -> AnnealResult:
     """Run AIS from the states v (C·B, *latent) along ``temps`` (K + 1,), host or device (an
     increasing schedule, or a decreasing one for the reverse run).
 
@@ -319,7 +257,9 @@ def anneal(path: Any, v: Array, temps: Array, C: int, rng: Any, kernels: Kernels
     (max(n_steps, PILOT_MOVES) moves per temperature), the preconditioner of each block of
     temperatures is frozen at the block's start from the running spread of the pilot's
     states (``mass``: "dense", "diagonal" or "identity"), and the result records both.
-    ``log_w0`` (C·B,): initial log weights (None: 0).
+    ``log_w0`` (C·B,): initial log weights (None: 0). ``refresh``: refresh moves
+    (:func:`refresh_moves`) after the Hamiltonian moves of every temperature, for a path
+    whose base is N(0, I) (``path.normal_base``).
     """
     xp = array_module(v)
     temps = xp.asarray(temps, dtype=xp.float64)  # one copy before the loop (no-op on the device)
@@ -327,11 +267,15 @@ def anneal(path: Any, v: Array, temps: Array, C: int, rng: Any, kernels: Kernels
     n = v.shape[0]
     if n != C * B:
         raise ValueError(f"{n} chains are not C·B = {C}·{B}")
+    if refresh and not getattr(path, "normal_base", False):
+        raise ValueError(f"refresh = {refresh!r}: refresh moves need a standard-normal base, and "
+                         f"{type(path).__name__} has none; valid: refresh = 0")
     if mass not in MASSES:
         raise ValueError(f"unknown mass matrix {mass!r}; valid: {', '.join(MASSES)}")
     dt = xp.diff(temps)
     w = xp.zeros(n, dtype=xp.float64) if log_w0 is None else log_w0.astype(xp.float64)
     acc = xp.zeros(K + 1, dtype=xp.float64)
+    acc_refresh = xp.zeros(K + 1, dtype=xp.float64)
     ev = evaluate(path, v)
     pilot = kernels is None
     goal = target_acceptance(n_leapfrog)
@@ -370,23 +314,28 @@ def anneal(path: Any, v: Array, temps: Array, C: int, rng: Any, kernels: Kernels
                 log_step = log_step + ADAPT_RATE * (prob.reshape(C, B).mean(axis=0) - goal)
                 if spread is not None:
                     spread.update(v, C)
+        if refresh:
+            v, ev, prob = refresh_moves(path, v, ev, temps[k], rng, refresh)
+            acc_refresh[k] = prob.mean()
         if pilot:
             kernels.steps[k] = xp.exp(log_step)  # the adapted step: the pilot's best guess for t_k
     if pilot:
         kernels.steps[K] = kernels.steps[max(K - 1, 0)]
-    return AnnealResult(w, v, ev, acc, kernels, eve, n_res)
+    return AnnealResult(w, v, ev, acc, kernels, eve, n_res, acc_refresh)
 
 
 def pilot_and_run(path: Any, temps: Array, C: int, rng: Any, pilot_chains: int, n_steps: int = 1,
                   n_leapfrog: int = 1, mass: str = DEFAULT_MASS, resample_ess: float = 0.0,
-                  step_spread: float = 0.0) -> AnnealResult:
+                  step_spread: float = 0.0, refresh: int = 0) -> AnnealResult:
     """Forward AIS with C chains per datum after a pilot of ``pilot_chains`` per datum that
     tunes the kernels (discarded but for them)."""
     v, w0 = path.sample_base(pilot_chains * path.B, rng)
     temps = array_module(v).asarray(temps, dtype=array_module(v).float64)  # on the device once
-    kern = anneal(path, v, temps, pilot_chains, rng, None, n_steps, n_leapfrog, w0, mass, resample_ess, step_spread).kernels
+    kern = anneal(path, v, temps, pilot_chains, rng, None, n_steps, n_leapfrog, w0, mass, resample_ess, step_spread,
+                  refresh).kernels
     v, w0 = path.sample_base(C * path.B, rng)
-    return anneal(path, v, temps, C, rng, kern, n_steps, n_leapfrog, w0, resample_ess=resample_ess, step_spread=step_spread)
+    return anneal(path, v, temps, C, rng, kern, n_steps, n_leapfrog, w0, resample_ess=resample_ess, step_spread=step_spread,
+                  refresh=refresh)
 
 
 def per_datum(w: Array, C: int, B: int, eve: Array | None = None, n_resampled: Array | None = None) -> dict[str, Array]:

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from kaem.backend import array_module, to_numpy
-from kaem.evaluation.ais import (DEFAULT_CHAINS, DEFAULT_LEAPFROG, DEFAULT_PILOT, DEFAULT_SCHEDULE, DEFAULT_STEPS,
-                                 DEFAULT_TEMPS, check_settings)
+from kaem.evaluation.ais import (DEFAULT_CHAINS, DEFAULT_LEAPFROG, DEFAULT_PILOT, DEFAULT_REFRESH, DEFAULT_RESAMPLE,
+                                 DEFAULT_SCHEDULE, DEFAULT_STEPS, DEFAULT_TEMPS, check_settings)
 from kaem.evaluation.anneal import DEFAULT_MASS, anneal, per_datum
 from kaem.evaluation.anneal import schedule as make_schedule
 from kaem.evaluation.paths import ITSLatent, ITSPath
@@ -39,7 +39,8 @@ from kaem.nn.kan import fixed_parameters
 
 def bidirectional(path: Any, v_star: Any, temps: Any, C: int, rng: Any, pilot_chains: int = DEFAULT_PILOT,
                   n_steps: int = DEFAULT_STEPS, n_leapfrog: int = DEFAULT_LEAPFROG,
-                  mass: str = DEFAULT_MASS, resample_ess: float = 0.0, spread: float = 0.0) -> dict[str, Any]:
+                  mass: str = DEFAULT_MASS, resample_ess: float = 0.0, spread: float = 0.0,
+                  refresh: int = 0) -> dict[str, Any]:
     """Forward and reverse AIS on ``path`` whose data were simulated with the latents
     v_star (B, *latent) (an exact posterior draw per datum), along temps (K + 1,) (host).
 
@@ -50,12 +51,13 @@ def bidirectional(path: Any, v_star: Any, temps: Any, C: int, rng: Any, pilot_ch
     t = xp.asarray(temps, dtype=xp.float64)
     B = path.B
     v, w0 = path.sample_base(pilot_chains * B, rng)
-    kern = anneal(path, v, t, pilot_chains, rng, None, n_steps, n_leapfrog, w0, mass, resample_ess, spread).kernels
+    kern = anneal(path, v, t, pilot_chains, rng, None, n_steps, n_leapfrog, w0, mass, resample_ess, spread, refresh).kernels
     v, w0 = path.sample_base(C * B, rng)
-    fwd = per_datum(anneal(path, v, t, C, rng, kern, n_steps, n_leapfrog, w0, resample_ess=resample_ess, step_spread=spread).w, C, B)
+    fwd = per_datum(anneal(path, v, t, C, rng, kern, n_steps, n_leapfrog, w0, resample_ess=resample_ess,
+                           step_spread=spread, refresh=refresh).w, C, B)
     start = xp.tile(v_star, (C,) + (1,) * (v_star.ndim - 1))  # chain c·B + b starts at v*_b
     rev = per_datum(anneal(path, start, t[::-1], C, rng, kern.reversed(), n_steps, n_leapfrog,
-                           resample_ess=resample_ess, step_spread=spread).w, C, B)
+                           resample_ess=resample_ess, step_spread=spread, refresh=refresh).w, C, B)
     return {"lower": fwd["logp"], "upper": -rev["logp"], "ess": fwd["ess"], "steps": kern.steps, "kernels": kern}
 
 
@@ -76,7 +78,8 @@ def _mean_se(a: np.ndarray) -> tuple[float, float]:
 
 def bdmc(model: Any, n: int, *, rng: Any, temps: int = DEFAULT_TEMPS, chains: int = DEFAULT_CHAINS,
          schedule: str = DEFAULT_SCHEDULE, n_leapfrog: int = DEFAULT_LEAPFROG, steps_per_temp: int = DEFAULT_STEPS,
-         pilot_chains: int = DEFAULT_PILOT, max_chains: int = 4096) -> dict[str, Any]:
+         pilot_chains: int = DEFAULT_PILOT, max_chains: int = 4096, refresh: int = DEFAULT_REFRESH,
+         resample_ess: float = DEFAULT_RESAMPLE) -> dict[str, Any]:
     """BDMC on n images simulated from ``model`` (module docstring), with the AIS settings of
     :func:`kaem.evaluation.ais.ais_loglik`.
 
@@ -85,7 +88,8 @@ def bdmc(model: Any, n: int, *, rng: Any, temps: int = DEFAULT_TEMPS, chains: in
     per-image lists ``bdmc_lower_per_image`` / ``bdmc_upper_per_image``, the forward ESS,
     and the settings. Raises ValueError for the deep prior (no exact prior sampler).
     """
-    check_settings(temps, chains, schedule, n_leapfrog, steps_per_temp, pilot_chains)
+    check_settings(temps, chains, schedule, n_leapfrog, steps_per_temp, pilot_chains, refresh=refresh,
+                   resample_ess=resample_ess)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"bdmc images n = {n!r}: must be an integer >= 1")
     if model.prior.kind not in ("univariate", "mixture"):
@@ -100,7 +104,7 @@ def bdmc(model: Any, n: int, *, rng: Any, temps: int = DEFAULT_TEMPS, chains: in
         for i in range(0, n, group):
             x, eps = simulate(model, min(group, n - i), rng, latent)
             r = bidirectional(ITSPath(model, x, latent), eps, t, chains, rng, pilot_chains, steps_per_temp,
-                              n_leapfrog)
+                              n_leapfrog, resample_ess=resample_ess, refresh=refresh)
             lows.append(r["lower"]), ups.append(r["upper"]), esss.append(r["ess"])
     lo, up, ess = (np.asarray(to_numpy(xp.concatenate(a)), dtype=np.float64) for a in (lows, ups, esss))
     (lm, ls), (um, us), (gm, gs) = _mean_se(lo), _mean_se(up), _mean_se(up - lo)
@@ -108,4 +112,4 @@ def bdmc(model: Any, n: int, *, rng: Any, temps: int = DEFAULT_TEMPS, chains: in
             "bdmc_gap_nats": gm, "bdmc_gap_se": gs, "bdmc_n": n, "bdmc_ess": float(ess.mean()),
             "bdmc_lower_per_image": lo.tolist(), "bdmc_upper_per_image": up.tolist(),
             "temps": temps, "chains": chains, "schedule": schedule, "n_leapfrog": n_leapfrog,
-            "steps_per_temp": steps_per_temp}
+            "steps_per_temp": steps_per_temp, "refresh": refresh, "resample_ess": resample_ess}

@@ -162,6 +162,7 @@ class ITSPath(_GeneratorLikelihood):
     """Univariate or mixture prior in ε-space (module docstring); states ε (N, *eps_shape)."""
 
     exact_base = True  # (ε, x) drawn as the model draws them: usable for bidirectional MC
+    normal_base = True  # base N(0, I): refresh moves apply (moves.refresh_moves)
     init_step = 0.5
 
     def __init__(self, model: Any, x: Array, latent: ITSLatent | None = None) -> None:
@@ -192,6 +193,7 @@ class MixtureDensityPath(_GeneratorLikelihood):
     """The mixture prior in z-space with its pointwise density (module docstring)."""
 
     exact_base = False  # started from the sampler's cell-constant density, not from π
+    normal_base = False  # base π on a bounded domain: no refresh moves
     init_step = 0.1
 
     def __init__(self, model: Any, x: Array, latent: ITSLatent | None = None) -> None:
@@ -250,6 +252,7 @@ class DeepJointPath(_GeneratorLikelihood):
     """Deep prior: π0 = N(0, I) to π0·e^f·p(x|z); the weights estimate log(Z·p(x_b))."""
 
     exact_base = True
+    normal_base = True
     init_step = 0.5
 
     def __init__(self, model: Any, x: Array) -> None:
@@ -279,6 +282,7 @@ class DeepPriorPath:
     """Deep prior alone: π0 = N(0, I) to π0·e^f (one "datum", B = 1); the weights estimate log Z."""
 
     exact_base = True
+    normal_base = True
     init_step = 0.5
     B = 1
 

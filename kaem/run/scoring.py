@@ -142,7 +142,8 @@ def _annealed(model: Any, x: Any, s: EvalSettings, rng: Any) -> dict[str, Any]:
     if s.bdmc:
         from kaem.evaluation.bdmc import bdmc
 
-        b = bdmc(model, s.bdmc, rng=rng, temps=res["temps"], chains=res["chains"])
+        b = bdmc(model, s.bdmc, rng=rng, temps=res["temps"], chains=res["chains"], refresh=res["refresh"],
+                 resample_ess=res["resample_ess"])
         res.update({k: v for k, v in b.items() if k.startswith("bdmc_")})
     return res
 
@@ -254,9 +255,10 @@ def evaluation_lines(ckpt_path: str, ev: Evaluation) -> list[str]:
     name = ESTIMATOR_NAMES[ev.settings.estimator]
     if ev.settings.estimator == "ais":
         lines.append(f"estimator: {name}, K = {res['temps']} temperatures ({res['schedule']} schedule), C = "
-                     f"{res['chains']} chains per image, L = {res['n_leapfrog']} leapfrog steps; Monte Carlo standard "
-                     f"error {res['loglik_mc_se']:.3g}; ESS {res['ess']:.3g} per image (min {res['ess_min']:.3g} of "
-                     f"{res['chains']}); acceptance {res['acceptance']:.2f}")
+                     f"{res['chains']} chains per image, L = {res['n_leapfrog']} leapfrog steps, {res['refresh']} refresh "
+                     f"moves, resampling at ESS < {res['resample_ess']:g}·C; Monte Carlo standard error "
+                     f"{res['loglik_mc_se']:.3g}; ESS {res['ess']:.3g} per image since the last resampling (min "
+                     f"{res['ess_min']:.3g} of {res['chains']}); acceptance {res['acceptance']:.2f}")
     else:
         lines.append(f"estimator: {name} from the prior, S = {res['S']} samples; Monte Carlo standard error "
                      f"{res['loglik_mc_se']:.3g}; ESS {res['ess']:.3g} per image (min {res['ess_min']:.3g} of "
