@@ -30,7 +30,7 @@ import numpy as np
 from kaem.backend import array_module, to_numpy
 from kaem.evaluation.ais import (DEFAULT_CHAINS, DEFAULT_LEAPFROG, DEFAULT_PILOT, DEFAULT_REFRESH, DEFAULT_RESAMPLE,
                                  DEFAULT_SCHEDULE, DEFAULT_STEPS, DEFAULT_TEMPS, check_settings)
-from kaem.evaluation.anneal import DEFAULT_MASS, anneal, per_datum
+from kaem.evaluation.anneal import DEFAULT_MASS, anneal, per_datum, pilot_and_run
 from kaem.evaluation.anneal import schedule as make_schedule
 from kaem.evaluation.paths import ITSLatent, ITSPath
 from kaem.likelihood.gaussian import apply_output_activation
@@ -50,11 +50,8 @@ def bidirectional(path: Any, v_star: Any, temps: Any, C: int, rng: Any, pilot_ch
     xp = array_module(v_star)
     t = xp.asarray(temps, dtype=xp.float64)
     B = path.B
-    v, w0 = path.sample_base(pilot_chains * B, rng)
-    kern = anneal(path, v, t, pilot_chains, rng, None, n_steps, n_leapfrog, w0, mass, resample_ess, spread, refresh).kernels
-    v, w0 = path.sample_base(C * B, rng)
-    fwd = per_datum(anneal(path, v, t, C, rng, kern, n_steps, n_leapfrog, w0, resample_ess=resample_ess,
-                           step_spread=spread, refresh=refresh).w, C, B)
+    run = pilot_and_run(path, t, C, rng, pilot_chains, n_steps, n_leapfrog, mass, resample_ess, spread, refresh)
+    kern, fwd = run.kernels, per_datum(run.w, C, B)
     start = xp.tile(v_star, (C,) + (1,) * (v_star.ndim - 1))  # chain c·B + b starts at v*_b
     rev = per_datum(anneal(path, start, t[::-1], C, rng, kern.reversed(), n_steps, n_leapfrog,
                            resample_ess=resample_ess, step_spread=spread, refresh=refresh).w, C, B)
